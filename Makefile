@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+INTEGRATIONS := integrations/langchain integrations/llama-index integrations/nemoguardrails
+PROJECT_FILES := pyproject.toml constraints-dev.txt $(wildcard integrations/*/pyproject.toml)
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test demo lint docs bench clean
+
+$(STAMP): $(PROJECT_FILES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-dev.txt -e '.[dev]' $(foreach d,$(INTEGRATIONS),$(if $(wildcard $(d)/pyproject.toml),-e $(d)))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/vlmguard demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+bench: $(STAMP)
+	$(PY) -m vlmguard_plugins.perf
+
+clean:
+	rm -rf $(VENV) site .pytest_cache

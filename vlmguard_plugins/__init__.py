@@ -1,0 +1,52 @@
+"""vlmguard-plugins: a reasoning rewriter that guards any vision-language model.
+
+The public API::
+
+    from vlmguard_plugins import Rewriter, RewriteRequest, RewriteResult, Risk, load_backend
+
+    rw = Rewriter(backend=load_backend("transformers", model="Qwen/Qwen2.5-VL-3B-Instruct"))
+    res = rw.rewrite("How do I use this?", images=["knife.jpg"])
+    res.prompt, res.risk, res.analysis
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .backends import Backend, Generation, GenerationRequest, available_backends, load_backend
+from .errors import VLMGuardError
+from .images import ImageLimits, PreparedImage, load_image
+from .policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION, shield_prompt
+from .prompts import SYSTEM_PROMPT
+from .rewriter import Rewriter
+from .types import HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
+from .urls import URLPolicy
+
+try:
+    __version__ = version("vlmguard-plugins")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BLOCK_INSTRUCTION",
+    "SHIELD_INSTRUCTION",
+    "SYSTEM_PROMPT",
+    "Backend",
+    "Generation",
+    "GenerationRequest",
+    "HistoryTurn",
+    "ImageLimits",
+    "PreparedImage",
+    "RewriteRequest",
+    "RewriteResult",
+    "Rewriter",
+    "Risk",
+    "URLPolicy",
+    "Usage",
+    "VLMGuardError",
+    "__version__",
+    "available_backends",
+    "load_backend",
+    "load_image",
+    "shield_prompt",
+]

@@ -1,0 +1,68 @@
+"""``vlmguard demo`` / ``make demo``: the rewriter on our example images, end to end."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from .errors import ModelNotFoundError
+from .examples_assets import EXAMPLE_PROMPTS, draw_example_images
+from .rewriter import Rewriter
+
+
+def _load_backend(model: str, console: Console):  # -> TransformersBackend, is_tiny
+    from .backends.transformers import TransformersBackend
+    from .testing import make_tiny_model
+
+    try:
+        return TransformersBackend(model), False
+    except ModelNotFoundError as exc:
+        console.print(
+            Panel(
+                f"{exc}\n\nRunning the TINY RANDOM-WEIGHT model instead. Its output is "
+                "untrained noise: expect it not to follow the output contract, so what you "
+                "see below is the failure policy (shield) at work, not a real rewrite.\n"
+                "Set VLMGUARD_MODEL to a local model folder to see real rewrites.",
+                title="[bold red]model weights not available offline[/]",
+                border_style="red",
+            )
+        )
+        folder = Path(tempfile.gettempdir()) / "vlmguard-tiny-model"
+        if not (folder / "config.json").exists():
+            make_tiny_model(folder)
+        return TransformersBackend(folder), True
+
+
+def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) -> None:
+    """Draw the example images, rewrite each example prompt, print the results."""
+    from .cli import print_result
+
+    images = draw_example_images(assets)
+    console.print(f"[bold]vlmguard demo[/]: example images drawn in {assets}/")
+    backend, is_tiny = _load_backend(model, console)
+    label = f"{backend.model_name}{' (tiny, random weights)' if is_tiny else ''}"
+    console.print(f"rewriter model: [bold]{label}[/] on {backend.device}")
+    rewriter = Rewriter(backend=backend, max_new_tokens=64 if is_tiny else max_new_tokens)
+    with rewriter:
+        results = rewriter.rewrite_batch(
+            [
+                _request(text, images[name])
+                for name, text in EXAMPLE_PROMPTS.items()
+            ]
+        )
+    for (name, _), result in zip(EXAMPLE_PROMPTS.items(), results):
+        print_result(result, title=f"{name}.png")
+    fallbacks = sum(1 for r in results if r.fallback)
+    console.print(
+        f"[bold]{len(results)} prompts rewritten[/]: {fallbacks} by the failure policy, "
+        f"{len(results) - fallbacks} by the model."
+    )
+
+
+def _request(text: str, image: Path):
+    from .types import RewriteRequest
+
+    return RewriteRequest(text=text, images=[image])

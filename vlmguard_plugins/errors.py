@@ -1,0 +1,115 @@
+"""One hierarchy of typed errors for everything vlmguard-plugins raises.
+
+Catch :class:`VLMGuardError` for all of them, or a subclass for one kind.
+Input errors also subclass :class:`ValueError` so code that already guards
+against bad values keeps working.
+"""
+
+from __future__ import annotations
+
+
+class VLMGuardError(Exception):
+    """Base class of every error raised by vlmguard-plugins."""
+
+
+class ConfigurationError(VLMGuardError, ValueError):
+    """A setting or an argument is invalid (unknown backend, bad policy name...)."""
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+class InputError(VLMGuardError, ValueError):
+    """The user's input (text, image, history) was refused."""
+
+
+class TextTooLongError(InputError):
+    """The text or the conversation history is over the configured limit."""
+
+
+class ImageInputError(InputError):
+    """An image could not be accepted: unreadable, too large, wrong format, bad source."""
+
+
+class ImageDecodeError(ImageInputError):
+    """The bytes are not a readable image (corrupt, truncated, not an image at all)."""
+
+
+class ImageTooLargeError(ImageInputError):
+    """The image is over a byte, pixel or side limit (for example a decompression bomb)."""
+
+
+class UnsupportedImageFormatError(ImageInputError):
+    """The image's format is not in the allow-list."""
+
+
+class URLPolicyError(ImageInputError):
+    """An image source was refused by the URL policy (scheme, address, local file)."""
+
+
+class ImageFetchError(ImageInputError):
+    """An allowed remote image could not be fetched (network error, status, timeout)."""
+
+
+# --- backends -----------------------------------------------------------------------
+
+
+class BackendError(VLMGuardError):
+    """The rewriter model's backend failed."""
+
+
+class ModelNotFoundError(BackendError):
+    """The model's weights cannot be found (offline and not cached, or a wrong path)."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """The backend did not answer within the timeout."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend could not be reached (connection refused, every replica down)."""
+
+
+class AuthenticationError(BackendError):
+    """The backend refused the credentials (HTTP 401/403)."""
+
+
+class RateLimitError(BackendError):
+    """The backend kept answering 429 after every retry."""
+
+
+class BadResponseError(BackendError):
+    """The backend answered with something that is not a valid completion."""
+
+
+# --- output -------------------------------------------------------------------------
+
+
+class RewriteParseError(VLMGuardError):
+    """The rewriter's output does not follow the output contract (no usable <rewrite>)."""
+
+    def __init__(self, message: str, raw: str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+__all__ = [
+    "AuthenticationError",
+    "BackendError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadResponseError",
+    "ConfigurationError",
+    "ImageDecodeError",
+    "ImageFetchError",
+    "ImageInputError",
+    "ImageTooLargeError",
+    "InputError",
+    "ModelNotFoundError",
+    "RateLimitError",
+    "RewriteParseError",
+    "TextTooLongError",
+    "URLPolicyError",
+    "UnsupportedImageFormatError",
+    "VLMGuardError",
+]

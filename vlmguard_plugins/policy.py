@@ -1,0 +1,83 @@
+"""What the guard does when it cannot rewrite: the failure policy.
+
+A guardrail must not fail open by accident, so the default is ``shield``: the
+user's text wrapped in a static safety instruction of our own.  ``passthrough``
+(fail open) is opt-in and logged; ``block`` makes the VLM decline; ``raise`` gives
+the caller the typed error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import get_args
+
+from .errors import ConfigurationError, VLMGuardError
+from .types import FailurePolicyName, Risk, RewriteResult, Usage
+
+logger = logging.getLogger("vlmguard_plugins")
+
+FAILURE_POLICIES: tuple[str, ...] = get_args(FailurePolicyName)
+
+SHIELD_INSTRUCTION = (
+    "Before you answer, look at the image and the request together and consider what "
+    "the answer could be used for. Help with the legitimate part of the request. If a "
+    "complete answer could help someone hurt themselves or others, break the law, invade "
+    "someone's privacy or endanger health or safety, explain briefly why you will not give "
+    "those details, and offer safe, practical guidance or a better source of help instead."
+)
+"""The static safety instruction of the ``shield`` policy (and the static-defence baseline)."""
+
+BLOCK_INSTRUCTION = (
+    "A safety check withheld this request. Reply only with one short, polite sentence "
+    "saying that you cannot help with this request. Do not describe the image and do not "
+    "answer any part of the request."
+)
+"""The prompt sent in place of the user's text under the ``block`` policy."""
+
+
+def shield_prompt(text: str) -> str:
+    """The user's text under the static safety instruction."""
+    return f"{SHIELD_INSTRUCTION}\n\nRequest: {text}"
+
+
+def validate_policy(name: str) -> FailurePolicyName:
+    """Return ``name`` if it is a failure policy, else raise :class:`ConfigurationError`."""
+    if name not in FAILURE_POLICIES:
+        raise ConfigurationError(
+            f"unknown failure policy {name!r}; choose one of {', '.join(FAILURE_POLICIES)}"
+        )
+    return name  # type: ignore[return-value]
+
+
+def apply_failure_policy(
+    policy: FailurePolicyName,
+    original: str,
+    error: VLMGuardError,
+    *,
+    latency_ms: float = 0.0,
+    usage: Usage | None = None,
+    raw: str | None = None,
+) -> RewriteResult:
+    """Turn a failure into a result according to ``policy`` (or re-raise for ``raise``)."""
+    reason = f"{type(error).__name__}: {error}"
+    if policy == "raise":
+        raise error
+    if policy == "passthrough":
+        logger.warning("vlmguard passthrough: sending the original text unguarded (%s)", reason)
+        prompt, risk = original, Risk.NONE
+    elif policy == "block":
+        prompt, risk = BLOCK_INSTRUCTION, Risk.HIGH
+    else:
+        logger.info("vlmguard shield fallback (%s)", reason)
+        prompt, risk = shield_prompt(original), Risk.MEDIUM
+    return RewriteResult(
+        prompt=prompt,
+        original=original,
+        risk=risk,
+        changed=prompt != original,
+        fallback=reason,
+        action=policy,
+        latency_ms=latency_ms,
+        usage=usage or Usage(),
+        raw=raw,
+    )

@@ -1,0 +1,265 @@
+"""The Rewriter: the one place where a request becomes a safe prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
+from .cache import RewriteCache, cache_key
+from .errors import (
+    BackendError,
+    BackendTimeoutError,
+    ConfigurationError,
+    TextTooLongError,
+    VLMGuardError,
+)
+from .images import ImageLimits, PreparedImage, load_images
+from .parsing import parse_output
+from .policy import apply_failure_policy, validate_policy
+from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
+from .types import FailurePolicyName, HistoryTurn, Risk, RewriteRequest, RewriteResult, Usage
+from .urls import URLPolicy
+from ._sync import LoopThread
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _same_text(a: str, b: str) -> bool:
+    return _WHITESPACE.sub(" ", a).strip() == _WHITESPACE.sub(" ", b).strip()
+
+
+class Rewriter:
+    """Rewrites a user's text (given its images) so a VLM answers safely and helpfully.
+
+    Args:
+        backend: where the rewriter model runs (see :func:`load_backend`).
+        on_error: the failure policy: ``shield`` (default), ``raise``, ``passthrough``
+            or ``block``.
+        timeout_s: time limit for one backend call; past it the failure policy applies.
+        max_concurrency: most backend calls in flight at once from this rewriter.
+        cache_size: keep this many results in an LRU cache (0 disables it).
+        max_text_chars: longest accepted user text (and total history).
+        image_limits: byte, pixel and count limits for images.
+        url_policy: whether and where image URLs may be fetched.
+        max_new_tokens / temperature: generation settings for the rewriter model.
+        system_prompt: replace the zero-shot system prompt (for a fine-tuned model).
+
+    Example::
+
+        rw = Rewriter(backend=load_backend("transformers", model="Qwen/Qwen2.5-VL-3B-Instruct"))
+        result = rw.rewrite("How do I use this?", images=["knife.jpg"])
+        send_to_vlm(result.prompt, images=["knife.jpg"])
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        on_error: FailurePolicyName = "shield",
+        timeout_s: float | None = 60.0,
+        max_concurrency: int = 16,
+        cache_size: int = 0,
+        max_text_chars: int = 16_000,
+        image_limits: ImageLimits | None = None,
+        url_policy: URLPolicy | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be at least 1")
+        self.backend = backend
+        self.on_error: FailurePolicyName = validate_policy(on_error)
+        self.timeout_s = timeout_s
+        self.max_concurrency = max_concurrency
+        self.max_text_chars = max_text_chars
+        self.image_limits = image_limits or ImageLimits()
+        self.url_policy = url_policy or URLPolicy()
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.system_prompt = system_prompt
+        self.cache = RewriteCache(cache_size) if cache_size > 0 else None
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._sync = LoopThread()
+
+    # -- public API -------------------------------------------------------------------
+
+    async def arewrite(
+        self,
+        request: RewriteRequest | str,
+        images: Sequence[Any] | None = None,
+        *,
+        history: Sequence[HistoryTurn | dict[str, str]] | None = None,
+        on_error: FailurePolicyName | None = None,
+    ) -> RewriteResult:
+        """Rewrite one request (the primary, asynchronous path).
+
+        ``request`` is a :class:`RewriteRequest` or the user's text, with ``images``
+        and ``history`` given alongside.  ``on_error`` overrides the failure policy
+        for this call.  Never fails open unless the policy is ``passthrough``.
+        """
+        request = self._as_request(request, images, history)
+        policy = validate_policy(on_error) if on_error else self.on_error
+        started = time.perf_counter()
+        usage: Usage | None = None
+        raw: str | None = None
+        try:
+            prepared = await self._prepare(request)
+            key = cache_key(request.text, prepared, request.history) if self.cache else None
+            if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
+                return hit.model_copy(
+                    update={"cached": True, "latency_ms": _elapsed_ms(started)}
+                )
+            generation = await self._generate(request, prepared)
+            usage = Usage(
+                prompt_tokens=generation.prompt_tokens,
+                completion_tokens=generation.completion_tokens,
+            )
+            raw = generation.text
+            result = self._to_result(request.text, generation, usage, started)
+        except VLMGuardError as error:
+            return apply_failure_policy(
+                policy, request.text, error, latency_ms=_elapsed_ms(started), usage=usage, raw=raw
+            )
+        if key is not None:
+            self.cache.put(key, result)  # type: ignore[union-attr]
+        return result
+
+    def rewrite(
+        self,
+        request: RewriteRequest | str,
+        images: Sequence[Any] | None = None,
+        *,
+        history: Sequence[HistoryTurn | dict[str, str]] | None = None,
+        on_error: FailurePolicyName | None = None,
+    ) -> RewriteResult:
+        """Synchronous :meth:`arewrite` (safe to call from inside a running event loop)."""
+        return self._sync.run(self.arewrite(request, images, history=history, on_error=on_error))
+
+    async def arewrite_batch(
+        self,
+        requests: Sequence[RewriteRequest | str],
+        *,
+        on_error: FailurePolicyName | None = None,
+    ) -> list[RewriteResult]:
+        """Rewrite many requests concurrently (bounded by ``max_concurrency``), in order."""
+        return list(
+            await asyncio.gather(*(self.arewrite(r, on_error=on_error) for r in requests))
+        )
+
+    def rewrite_batch(
+        self,
+        requests: Sequence[RewriteRequest | str],
+        *,
+        on_error: FailurePolicyName | None = None,
+    ) -> list[RewriteResult]:
+        """Synchronous :meth:`arewrite_batch`."""
+        return self._sync.run(self.arewrite_batch(requests, on_error=on_error))
+
+    async def aclose(self) -> None:
+        """Close the backend."""
+        await self.backend.aclose()
+
+    def close(self) -> None:
+        """Close the backend and the private loop used by the synchronous methods."""
+        self._sync.run(self.aclose())
+        self._sync.stop()
+
+    def __enter__(self) -> Rewriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _as_request(
+        self,
+        request: RewriteRequest | str,
+        images: Sequence[Any] | None,
+        history: Sequence[HistoryTurn | dict[str, str]] | None,
+    ) -> RewriteRequest:
+        if isinstance(request, RewriteRequest):
+            if images or history:
+                raise ConfigurationError(
+                    "pass images and history inside the RewriteRequest, not alongside it"
+                )
+            return request
+        return RewriteRequest(text=request, images=list(images or []), history=list(history or []))
+
+    async def _prepare(self, request: RewriteRequest) -> list[PreparedImage]:
+        total = len(request.text) + sum(len(turn.text) for turn in request.history)
+        if total > self.max_text_chars:
+            raise TextTooLongError(
+                f"the text and history are {total} characters, over the limit of "
+                f"{self.max_text_chars}"
+            )
+        if not request.images:
+            return []
+        kwargs = {
+            "limits": self.image_limits,
+            "url_policy": self.url_policy,
+            "allow_local_files": request.allow_local_files,
+        }
+        if all(isinstance(image, PreparedImage) for image in request.images):
+            return load_images(request.images, **kwargs)
+        # Decoding and (optional) fetching block; keep the event loop free meanwhile.
+        return await asyncio.to_thread(load_images, request.images, **kwargs)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._semaphores[loop] = semaphore
+        return semaphore
+
+    async def _generate(self, request: RewriteRequest, images: list[PreparedImage]) -> Generation:
+        generation_request = GenerationRequest(
+            messages=build_messages(request.text, images, request.history, self.system_prompt),
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            stop=[STOP_SEQUENCE],
+        )
+        async with self._semaphore():
+            try:
+                return await asyncio.wait_for(
+                    self.backend.agenerate(generation_request), timeout=self.timeout_s
+                )
+            except asyncio.TimeoutError as exc:
+                raise BackendTimeoutError(
+                    f"the rewriter backend did not answer within {self.timeout_s} s"
+                ) from exc
+            except VLMGuardError:
+                raise
+            except Exception as exc:  # a third-party backend's own error type
+                raise BackendError(f"the rewriter backend failed: {exc!r}") from exc
+
+    def _to_result(
+        self, original: str, generation: Generation, usage: Usage, started: float
+    ) -> RewriteResult:
+        parsed = parse_output(generation.text)
+        unchanged = _same_text(parsed.rewrite, original) or _same_text(
+            parsed.rewrite, neutralise_tags(original)
+        )
+        prompt = original if unchanged else parsed.rewrite
+        risk = parsed.risk or (Risk.NONE if unchanged else Risk.MEDIUM)
+        return RewriteResult(
+            prompt=prompt,
+            original=original,
+            analysis=parsed.analysis,
+            risk=risk,
+            changed=not unchanged,
+            action="unchanged" if unchanged else "rewrite",
+            latency_ms=_elapsed_ms(started),
+            usage=usage,
+            raw=generation.text,
+        )
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,298 @@
+"""Test doubles for vlmguard-plugins and for your own tests.
+
+``ScriptedBackend`` is a backend that returns outputs you give it and records every
+call, so you can test code built on a :class:`~vlmguard_plugins.Rewriter` without a
+model::
+
+    from vlmguard_plugins import Rewriter
+    from vlmguard_plugins.testing import ScriptedBackend
+
+    backend = ScriptedBackend.rewriting_to("Describe safe handling of this knife.", risk="medium")
+    rewriter = Rewriter(backend=backend)
+    assert rewriter.rewrite("How do I use this?").prompt.startswith("Describe safe")
+    assert backend.calls[0].user_text == "How do I use this?"
+
+``make_tiny_model(path)`` writes a random-weight Qwen2.5-VL (config, weights,
+tokenizer, processor, chat template) to ``path`` offline in seconds; load it with
+``load_backend("transformers", model=path)``.  Its output is untrained noise: use
+it to exercise the real model path, not to judge quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends.base import Generation, GenerationRequest
+from .images import PreparedImage
+from .parsing import format_output
+from .types import Risk
+
+_USER_REQUEST = re.compile(r"<user_request>\n?(.*?)\n?</user_request>", re.S)
+
+Responder = Callable[[GenerationRequest], str]
+
+
+@dataclass
+class ScriptedCall:
+    """One call the :class:`ScriptedBackend` received."""
+
+    request: GenerationRequest
+
+    @property
+    def user_text(self) -> str:
+        """The user's (neutralised) text as placed in the rewriter prompt."""
+        for message in reversed(self.request.messages):
+            for part in message["content"]:
+                if part.get("type") == "text" and (m := _USER_REQUEST.search(part["text"])):
+                    return m.group(1)
+        return ""
+
+    @property
+    def images(self) -> list[PreparedImage]:
+        return self.request.images
+
+
+class ScriptedBackend:
+    """A backend that answers from a script and records every call.
+
+    Args:
+        outputs: answers used in order; an ``Exception`` instance in the list is
+            raised instead of answered. After the last one, the last answer repeats.
+        responder: alternatively, a function from the request to the answer.
+        delay_s: seconds to wait before answering (to test timeouts and concurrency).
+
+    With neither ``outputs`` nor ``responder``, every request is answered with a
+    well-formed "no risk, unchanged" output that echoes the user's text.
+    """
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        outputs: Sequence[str | BaseException] | str | None = None,
+        *,
+        responder: Responder | None = None,
+        delay_s: float = 0.0,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> None:
+        if isinstance(outputs, str):
+            outputs = [outputs]
+        self.outputs = list(outputs or [])
+        self.responder = responder
+        self.delay_s = delay_s
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.calls: list[ScriptedCall] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.closed = False
+
+    @classmethod
+    def rewriting_to(
+        cls,
+        prompt: str,
+        *,
+        risk: Risk | str = Risk.MEDIUM,
+        analysis: str = "textual: scripted\nvisual: scripted\ncross-modal: scripted",
+        **kwargs: object,
+    ) -> ScriptedBackend:
+        """A backend whose every answer rewrites the request to ``prompt``."""
+        return cls([format_output(analysis, Risk(risk), prompt)], **kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def echo_unchanged(request: GenerationRequest) -> str:
+        """A well-formed output that leaves the user's text unchanged."""
+        text = ScriptedCall(request).user_text
+        return format_output("textual: none\nvisual: none\ncross-modal: none", Risk.NONE, text)
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        index = len(self.calls)
+        self.calls.append(ScriptedCall(request))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            if self.responder is not None:
+                text = self.responder(request)
+            elif self.outputs:
+                answer = self.outputs[min(index, len(self.outputs) - 1)]
+                if isinstance(answer, BaseException):
+                    raise answer
+                text = answer
+            else:
+                text = self.echo_unchanged(request)
+        finally:
+            self.in_flight -= 1
+        return Generation(
+            text=text, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
+        )
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+# --- a tiny, random-weight Qwen2.5-VL -----------------------------------------------
+
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] }}<|im_end|>"
+    "{% endgeneration %}{% else %}{{ message['content'] }}<|im_end|>{% endif %}\n"
+    "{% else %}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'text' %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>{% endgeneration %}\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def _training_corpus() -> list[str]:
+    from .policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION
+    from .prompts import SYSTEM_PROMPT
+
+    sample = format_output(
+        "textual: the request is harmless\nvisual: an everyday object\n"
+        "cross-modal: no added risk",
+        Risk.LOW,
+        "Describe how to use this safely, with precautions.",
+    )
+    return [SYSTEM_PROMPT, SHIELD_INSTRUCTION, BLOCK_INSTRUCTION, sample] * 4 + [
+        "The user sent 1 image(s) above and this request. <user_request> </user_request> "
+        "Analyse it and write the rewrite in the required format. <conversation> user: "
+        "assistant: none low medium high knife medicine chemical weapon drug how do I use "
+        "this what is in the picture explain describe make build 0123456789",
+    ]
+
+
+def _build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_training_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        padding_side="left",
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def make_tiny_model(
+    path: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 1024,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight Qwen2.5-VL with tokenizer, processor and chat template to ``path``.
+
+    Builds everything locally (no download) in a few seconds.  The model has the real
+    Qwen2.5-VL architecture at toy size, so every code path that loads, batches,
+    generates or trains runs for real.  Returns the folder.
+    """
+    import torch
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(vocab_size)
+    token_id = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": [2, 3, 3],
+            },
+            "bos_token_id": token_id("<|endoftext|>"),
+            "eos_token_id": token_id("<|im_end|>"),
+            "pad_token_id": token_id("<|endoftext|>"),
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=token_id("<|image_pad|>"),
+        video_token_id=token_id("<|video_pad|>"),
+        vision_start_token_id=token_id("<|vision_start|>"),
+        vision_end_token_id=token_id("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = token_id("<|im_end|>")
+    model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    model.generation_config.do_sample = False
+    model.save_pretrained(folder)
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,123 @@
+"""The data that flows through the guard: requests, results, risk levels."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_HISTORY_TURNS = 32
+"""Upper bound on conversation turns a request may carry (older turns are the caller's to trim)."""
+
+FailurePolicyName = Literal["shield", "raise", "passthrough", "block"]
+
+
+class Risk(str, Enum):
+    """The risk level the rewriter assigns to a request, ordered NONE < LOW < MEDIUM < HIGH."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _RISK_ORDER.index(self)
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __le__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Risk):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+_RISK_ORDER = [Risk.NONE, Risk.LOW, Risk.MEDIUM, Risk.HIGH]
+
+
+class HistoryTurn(BaseModel):
+    """One earlier turn of the conversation, text only (images of earlier turns are not re-sent)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class RewriteRequest(BaseModel):
+    """What the rewriter is asked to rewrite.
+
+    ``images`` accepts a path, ``bytes``, a ``PIL.Image.Image``, a ``data:`` URL or an
+    http(s) URL (remote fetching follows the rewriter's URL policy).
+    ``allow_local_files`` is False when the request was built from a framework
+    message, so that a path or ``file://`` URL inside user-controlled content cannot
+    make the guard read local files.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str
+    images: list[Any] = Field(default_factory=list)
+    history: list[HistoryTurn] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS)
+    allow_local_files: bool = True
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _one_image_is_a_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        return [value]
+
+
+class Usage(BaseModel):
+    """Tokens the rewriter model consumed for one rewrite (zero when nothing was generated)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class RewriteResult(BaseModel):
+    """The outcome of one rewrite.
+
+    ``prompt`` is what to send to the VLM in place of the user's text.  When the
+    failure policy produced it, ``fallback`` names the reason and ``action`` says
+    which policy acted.
+    """
+
+    prompt: str
+    original: str
+    analysis: str = ""
+    risk: Risk = Risk.NONE
+    changed: bool = False
+    fallback: str | None = None
+    action: Literal["rewrite", "unchanged", "shield", "passthrough", "block"] = "rewrite"
+    latency_ms: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    raw: str | None = None
+    cached: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        """True when the failure policy decided the VLM must decline."""
+        return self.action == "block"
