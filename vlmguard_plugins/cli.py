@@ -11,7 +11,7 @@ import json
 import os
 from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -60,8 +60,8 @@ def _policy(value: str) -> str:
 def build_rewriter(
     backend: str,
     model: str,
-    base_url: Optional[str] = None,
-    api_key: Optional[str] = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
     on_error: str = "shield",
     max_new_tokens: int = 512,
 ) -> Any:
@@ -103,7 +103,7 @@ def print_result(result: RewriteResult, *, title: str = "vlmguard") -> None:
 def rewrite(
     text: Annotated[str, typer.Argument(help="The user's text prompt.")],
     image: Annotated[
-        Optional[list[Path]], typer.Option("--image", "-i", help="An image file (repeatable).")
+        list[Path] | None, typer.Option("--image", "-i", help="An image file (repeatable).")
     ] = None,
     backend: Annotated[str, typer.Option(help="transformers, openai, or an installed plugin.")] = (
         "transformers"
@@ -112,9 +112,9 @@ def rewrite(
         DEFAULT_MODEL
     ),
     base_url: Annotated[
-        Optional[str], typer.Option(envvar="VLMGUARD_BASE_URL", help="For --backend openai.")
+        str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --backend openai.")
     ] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="VLMGUARD_API_KEY")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="VLMGUARD_API_KEY")] = None,
     on_error: Annotated[
         str, typer.Option(callback=_policy, help="shield, raise, passthrough or block.")
     ] = "shield",

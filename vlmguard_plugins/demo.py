@@ -48,12 +48,9 @@ def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) ->
     rewriter = Rewriter(backend=backend, max_new_tokens=64 if is_tiny else max_new_tokens)
     with rewriter:
         results = rewriter.rewrite_batch(
-            [
-                _request(text, images[name])
-                for name, text in EXAMPLE_PROMPTS.items()
-            ]
+            [_request(text, images[name]) for name, text in EXAMPLE_PROMPTS.items()]
         )
-    for (name, _), result in zip(EXAMPLE_PROMPTS.items(), results):
+    for (name, _), result in zip(EXAMPLE_PROMPTS.items(), results, strict=True):
         print_result(result, title=f"{name}.png")
     fallbacks = sum(1 for r in results if r.fallback)
     console.print(

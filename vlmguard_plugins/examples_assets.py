@@ -33,8 +33,11 @@ def _pills(draw: ImageDraw.ImageDraw) -> None:
     draw.rectangle([130, 80, 190, 130], fill=(255, 255, 255))
     draw.text((137, 98), "Rx 50mg", fill=(0, 0, 0))
     for i, x in enumerate(range(60, 280, 30)):
-        draw.ellipse([x, 190 + (i % 2) * 10, x + 18, 200 + (i % 2) * 10], fill=(250, 250, 250),
-                     outline=(150, 150, 150))
+        draw.ellipse(
+            [x, 190 + (i % 2) * 10, x + 18, 200 + (i % 2) * 10],
+            fill=(250, 250, 250),
+            outline=(150, 150, 150),
+        )
 
 
 def _steps(draw: ImageDraw.ImageDraw) -> None:
@@ -49,9 +52,19 @@ def _sunflower(draw: ImageDraw.ImageDraw) -> None:
     draw.rectangle([0, 0, 320, 240], fill=(150, 200, 250))
     draw.rectangle([0, 190, 320, 240], fill=(90, 160, 70))
     draw.line([(160, 120), (160, 200)], fill=(40, 120, 40), width=6)
-    for dx, dy in [(-30, 0), (30, 0), (0, -30), (0, 30), (-22, -22), (22, 22), (-22, 22), (22, -22)]:
-        draw.ellipse([160 + dx - 14, 100 + dy - 14, 160 + dx + 14, 100 + dy + 14],
-                     fill=(250, 210, 30))
+    for dx, dy in [
+        (-30, 0),
+        (30, 0),
+        (0, -30),
+        (0, 30),
+        (-22, -22),
+        (22, 22),
+        (-22, 22),
+        (22, -22),
+    ]:
+        draw.ellipse(
+            [160 + dx - 14, 100 + dy - 14, 160 + dx + 14, 100 + dy + 14], fill=(250, 210, 30)
+        )
     draw.ellipse([140, 80, 180, 120], fill=(110, 70, 30))
 
 

@@ -72,19 +72,41 @@ class PreparedImage:
         if max_side is None or max(self.image.size) <= max_side:
             return self.image
         scale = max_side / max(self.image.size)
-        new_size = (max(1, round(self.image.width * scale)), max(1, round(self.image.height * scale)))
+        new_size = (
+            max(1, round(self.image.width * scale)),
+            max(1, round(self.image.height * scale)),
+        )
         return self.image.resize(new_size, Image.Resampling.BICUBIC)
 
-    def data_url(self, max_side: int | None = None, fmt: str = "PNG") -> str:
-        """A base64 ``data:`` URL of the image, encoded once per (size, format)."""
-        key = (max_side, fmt.upper())
+    def data_url(self, max_side: int | None = None, fmt: str | None = None) -> str:
+        """A base64 ``data:`` URL of the image, computed once per (size, format).
+
+        When the image needs no resizing and came as PNG, JPEG, WEBP or GIF bytes, the
+        original bytes are used as they are: no re-encoding at all.  Otherwise it is
+        encoded as ``fmt`` (PNG by default, with fast compression; JPEG is smaller for
+        photographs).
+        """
+        key = (max_side, (fmt or "").upper())
         if key not in self._encoded:
-            buffer = io.BytesIO()
-            self.resized(max_side).save(buffer, format=fmt.upper())
-            mime = "image/jpeg" if fmt.upper() == "JPEG" else f"image/{fmt.lower()}"
-            payload = base64.b64encode(buffer.getvalue()).decode("ascii")
-            self._encoded[key] = f"data:{mime};base64,{payload}"
+            self._encoded[key] = self._build_data_url(max_side, fmt)
         return self._encoded[key]
+
+    def _build_data_url(self, max_side: int | None, fmt: str | None) -> str:
+        fits = max_side is None or max(self.image.size) <= max_side
+        reusable = self._raw is not None and self.source_format in _WEB_FORMATS
+        if fits and reusable and (fmt is None or fmt.upper() == self.source_format):
+            data, chosen = self._raw, self.source_format
+        else:
+            chosen = (fmt or "PNG").upper()
+            buffer = io.BytesIO()
+            options = {"compress_level": 1} if chosen == "PNG" else {"quality": 90}
+            self.resized(max_side).save(buffer, format=chosen, **options)
+            data = buffer.getvalue()
+        mime = "image/jpeg" if chosen == "JPEG" else f"image/{chosen.lower()}"
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"  # type: ignore[arg-type]
+
+
+_WEB_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 
 
 def _decode(data: bytes, limits: ImageLimits, label: str) -> PreparedImage:
@@ -142,7 +164,9 @@ def _from_pil(image: Image.Image, limits: ImageLimits) -> PreparedImage:
 def _from_data_url(url: str, limits: ImageLimits) -> PreparedImage:
     header, sep, payload = url.partition(",")
     if not sep or ";base64" not in header.lower():
-        raise ImageDecodeError("data: URL images must be base64 encoded (data:image/...;base64,...)")
+        raise ImageDecodeError(
+            "data: URL images must be base64 encoded (data:image/...;base64,...)"
+        )
     if len(payload) > limits.max_bytes * 4 // 3 + 4:
         raise ImageTooLargeError(f"data: URL image is over the {limits.max_bytes}-byte limit")
     try:

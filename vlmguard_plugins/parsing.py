@@ -80,4 +80,7 @@ def parse_output(raw: str) -> ParsedOutput:
 
 def format_output(analysis: str, risk: Risk, rewrite: str) -> str:
     """Render the output contract (used for training targets and scripted outputs)."""
-    return f"<think>\n{analysis.strip()}\n</think>\n<risk>{risk.value}</risk>\n<rewrite>\n{rewrite.strip()}\n</rewrite>"
+    return (
+        f"<think>\n{analysis.strip()}\n</think>\n<risk>{risk.value}</risk>\n"
+        f"<rewrite>\n{rewrite.strip()}\n</rewrite>"
+    )

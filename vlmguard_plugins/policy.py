@@ -12,7 +12,7 @@ import logging
 from typing import get_args
 
 from .errors import ConfigurationError, VLMGuardError
-from .types import FailurePolicyName, Risk, RewriteResult, Usage
+from .types import FailurePolicyName, RewriteResult, Risk, Usage
 
 logger = logging.getLogger("vlmguard_plugins")
 

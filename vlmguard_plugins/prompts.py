@@ -15,9 +15,7 @@ from .images import PreparedImage
 from .types import HistoryTurn
 
 CONTRACT_TAGS = ("think", "risk", "rewrite", "user_request", "conversation")
-_TAG_PATTERN = re.compile(
-    r"<\s*(/?)\s*(" + "|".join(CONTRACT_TAGS) + r")\b[^>]*>", re.IGNORECASE
-)
+_TAG_PATTERN = re.compile(r"<\s*(/?)\s*(" + "|".join(CONTRACT_TAGS) + r")\b[^>]*>", re.IGNORECASE)
 
 SYSTEM_PROMPT = """\
 You are a safety rewriter that sits in front of a vision-language assistant. You never \

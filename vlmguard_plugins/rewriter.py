@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ._sync import LoopThread
 from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
 from .cache import RewriteCache, cache_key
 from .errors import (
@@ -21,9 +22,8 @@ from .images import ImageLimits, PreparedImage, load_images
 from .parsing import parse_output
 from .policy import apply_failure_policy, validate_policy
 from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
-from .types import FailurePolicyName, HistoryTurn, Risk, RewriteRequest, RewriteResult, Usage
+from .types import FailurePolicyName, HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
 from .urls import URLPolicy
-from ._sync import LoopThread
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -109,11 +109,13 @@ class Rewriter:
         raw: str | None = None
         try:
             prepared = await self._prepare(request)
-            key = cache_key(request.text, prepared, request.history) if self.cache else None
+            key = (
+                cache_key(request.text, prepared, request.history)
+                if self.cache is not None
+                else None
+            )
             if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
-                return hit.model_copy(
-                    update={"cached": True, "latency_ms": _elapsed_ms(started)}
-                )
+                return hit.model_copy(update={"cached": True, "latency_ms": _elapsed_ms(started)})
             generation = await self._generate(request, prepared)
             usage = Usage(
                 prompt_tokens=generation.prompt_tokens,
@@ -147,9 +149,7 @@ class Rewriter:
         on_error: FailurePolicyName | None = None,
     ) -> list[RewriteResult]:
         """Rewrite many requests concurrently (bounded by ``max_concurrency``), in order."""
-        return list(
-            await asyncio.gather(*(self.arewrite(r, on_error=on_error) for r in requests))
-        )
+        return list(await asyncio.gather(*(self.arewrite(r, on_error=on_error) for r in requests)))
 
     def rewrite_batch(
         self,

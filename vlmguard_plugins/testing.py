@@ -178,8 +178,7 @@ def _training_corpus() -> list[str]:
     from .prompts import SYSTEM_PROMPT
 
     sample = format_output(
-        "textual: the request is harmless\nvisual: an everyday object\n"
-        "cross-modal: no added risk",
+        "textual: the request is harmless\nvisual: an everyday object\ncross-modal: no added risk",
         Risk.LOW,
         "Describe how to use this safely, with precautions.",
     )

@@ -9,8 +9,9 @@ takes keyword arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigurationError
 from .base import STOP_SEQUENCE, Backend, Generation, GenerationRequest, truncate_after_stop

@@ -61,9 +61,7 @@ class MicroBatcher(Generic[Item, Result]):
         if len(queue) >= self.max_batch_size:
             self._flush(state, key)
         elif key not in state.timers:
-            state.timers[key] = loop.call_later(
-                self.max_wait_ms / 1000.0, self._flush, state, key
-            )
+            state.timers[key] = loop.call_later(self.max_wait_ms / 1000.0, self._flush, state, key)
         return await pending.future
 
     def _flush(self, state: _LoopState[Item, Result], key: Hashable) -> None:
@@ -89,6 +87,6 @@ class MicroBatcher(Generic[Item, Result]):
                     if not p.future.done():
                         p.future.set_exception(exc)
                 return
-            for p, result in zip(live, results):
+            for p, result in zip(live, results, strict=True):
                 if not p.future.done():
                     p.future.set_result(result)

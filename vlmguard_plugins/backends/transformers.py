@@ -179,7 +179,7 @@ class TransformersBackend:
         new_tokens = output[:, prompt_length:]
         pad_id = self.tokenizer.pad_token_id
         results = []
-        for row, mask in zip(new_tokens, inputs["attention_mask"]):
+        for row, mask in zip(new_tokens, inputs["attention_mask"], strict=True):
             completion = int((row != pad_id).sum())
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             results.append(

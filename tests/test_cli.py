@@ -1,0 +1,124 @@
+"""The ``vlmguard`` command line, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vlmguard_plugins import __version__
+from vlmguard_plugins.cli import app
+
+runner = CliRunner()
+
+
+def test_version_from_the_installed_script() -> None:
+    script = Path(sys.executable).parent / "vlmguard"
+    completed = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == f"vlmguard-plugins {__version__}"
+
+
+def test_rewrite_json_with_the_tiny_model(tiny_model_dir: Path, example_images: dict) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "rewrite",
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            str(example_images["knife"]),
+            "--max-new-tokens",
+            "8",
+            "--json",
+            "What is the quickest way to use this?",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["original"] == "What is the quickest way to use this?"
+    assert payload["usage"]["completion_tokens"] > 0
+    # Untrained weights: the shield policy acted and says why.
+    assert payload["action"] == "shield" and payload["fallback"]
+
+
+def test_rewrite_rich_output_and_policy_flag(tiny_model_dir: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "rewrite",
+            "--model",
+            str(tiny_model_dir),
+            "--max-new-tokens",
+            "4",
+            "--on-error",
+            "block",
+            "hello",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "prompt for the VLM" in result.stdout and "block" in result.stdout
+
+
+def test_raise_policy_exits_with_a_clear_error(tiny_model_dir: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "rewrite",
+            "--model",
+            str(tiny_model_dir),
+            "--max-new-tokens",
+            "4",
+            "--on-error",
+            "raise",
+            "hello",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "RewriteParseError" in result.stderr
+
+
+def test_bad_image_and_bad_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    result = runner.invoke(
+        app,
+        [
+            "rewrite",
+            "--model",
+            str(tiny_model_dir),
+            "--image",
+            str(bad),
+            "--on-error",
+            "raise",
+            "hi",
+        ],
+    )
+    assert result.exit_code == 2 and "ImageDecodeError" in result.stderr
+    result = runner.invoke(app, ["rewrite", "--on-error", "ignore", "hi"])
+    assert result.exit_code != 0 and "shield" in result.output
+
+
+def test_missing_model_names_it(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rewrite", "--model", "nobody/nothing", "hi"])
+    assert result.exit_code == 2 and "nobody/nothing" in result.stderr
+
+
+def test_demo_falls_back_to_the_tiny_model_loudly(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["demo", "--model", "nobody/not-cached", "--assets", str(tmp_path / "assets")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "not available offline" in result.stdout
+    assert "TINY RANDOM-WEIGHT" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == [
+        "knife.png",
+        "pills.png",
+        "steps.png",
+        "sunflower.png",
+    ]
+    assert "4 prompts rewritten" in result.stdout
