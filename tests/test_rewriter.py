@@ -21,6 +21,7 @@ from vlmguard_plugins.errors import (
     BackendTimeoutError,
     ConfigurationError,
     ImageDecodeError,
+    InputError,
     RewriteParseError,
     TextTooLongError,
     URLPolicyError,
@@ -225,3 +226,12 @@ def test_run_twice_concurrently_from_threads() -> None:
         return [r.prompt for r in results]
 
     assert asyncio.run(many()) == [f"t{i}" for i in range(6)]
+
+
+def test_over_long_history_goes_through_the_policy() -> None:
+    history = [{"role": "user", "text": "hi"}] * 40
+    rewriter = Rewriter(backend=ScriptedBackend())
+    result = rewriter.rewrite("and now?", history=history)
+    assert result.action == "shield" and "InputError" in (result.fallback or "")
+    with pytest.raises(InputError, match="at most 32"):
+        rewriter.rewrite("and now?", history=history, on_error="raise")

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from ._sync import LoopThread
 from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
 from .cache import RewriteCache, cache_key
@@ -15,6 +17,7 @@ from .errors import (
     BackendError,
     BackendTimeoutError,
     ConfigurationError,
+    InputError,
     TextTooLongError,
     VLMGuardError,
 )
@@ -102,9 +105,13 @@ class Rewriter:
         and ``history`` given alongside.  ``on_error`` overrides the failure policy
         for this call.  Never fails open unless the policy is ``passthrough``.
         """
-        request = self._as_request(request, images, history)
         policy = validate_policy(on_error) if on_error else self.on_error
         started = time.perf_counter()
+        try:
+            request = self._as_request(request, images, history)
+        except InputError as error:
+            assert isinstance(request, str)  # a RewriteRequest was validated when built
+            return apply_failure_policy(policy, request, error, latency_ms=_elapsed_ms(started))
         usage: Usage | None = None
         raw: str | None = None
         try:
@@ -189,7 +196,12 @@ class Rewriter:
                     "pass images and history inside the RewriteRequest, not alongside it"
                 )
             return request
-        return RewriteRequest(text=request, images=list(images or []), history=list(history or []))
+        try:
+            return RewriteRequest(
+                text=request, images=list(images or []), history=list(history or [])
+            )
+        except ValidationError as exc:
+            raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
 
     async def _prepare(self, request: RewriteRequest) -> list[PreparedImage]:
         total = len(request.text) + sum(len(turn.text) for turn in request.history)
