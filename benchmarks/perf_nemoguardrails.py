@@ -1,0 +1,174 @@
+"""NeMo Guardrails rail benchmark: the rail's overhead in ``LLMRails.generate_async``.
+
+Compares the same Colang 1.0 configuration (passthrough, a main LLM that answers at
+once) without input rails, with a no-op input rail (what NeMo's input-rail machinery
+costs by itself) and with the ``vlmguard rewrite input`` rail.  The rewriter runs on a
+zero-latency ``ScriptedBackend``, so the figures are what the rail itself costs; the
+direct core call (``Rewriter.arewrite``) is timed alongside for reference.
+
+Run: .venv/bin/python benchmarks/perf_nemoguardrails.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+# A development (editable) install lives outside site-packages: let NeMo find the rail's
+# flows through COLANGPATH, which must be set before NeMo is imported.
+_spec = importlib.util.find_spec("nemoguardrails_vlmguard")
+if _spec is not None and _spec.origin is not None:
+    os.environ.setdefault("COLANGPATH", str(Path(_spec.origin).resolve().parent.parent))
+
+from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
+from nemoguardrails.testing import FakeLLMModel  # noqa: E402
+from nemoguardrails_vlmguard import get_rail  # noqa: E402
+
+from vlmguard_plugins import RewriteRequest, Risk  # noqa: E402
+from vlmguard_plugins.examples_assets import draw_example_images  # noqa: E402
+from vlmguard_plugins.parsing import format_output  # noqa: E402
+
+N_CALLS = 150
+WARM_UP = 20
+
+BASE_CONFIG = """\
+passthrough: true
+"""
+
+RAIL_CONFIG = f"""\
+import_paths:
+  - nemoguardrails_vlmguard
+passthrough: true
+rails:
+  input:
+    flows:
+      - vlmguard rewrite input
+custom_data:
+  vlmguard:
+    backend: scripted
+    backend_options:
+      outputs:
+        - {format_output("textual: x", Risk.MEDIUM, "Describe safe handling of this.")!r}
+"""
+
+NOOP_RAIL_CONFIG = """\
+passthrough: true
+rails:
+  input:
+    flows:
+      - noop input rail
+"""
+
+NOOP_RAIL_FLOW = """\
+define subflow noop input rail
+  $checked = execute noop_check(user_message=$user_message)
+  $user_message = $checked
+"""
+
+NOOP_ACTIONS_PY = """\
+from nemoguardrails.actions import action
+
+
+@action(name="noop_check", is_system_action=True)
+async def noop_check(user_message=None):
+    return user_message
+"""
+
+CONFIG_PY = """\
+from nemoguardrails_vlmguard import register
+
+
+def init(app):
+    register(app)
+"""
+
+
+def build(folder: Path, config_yml: str, files: dict[str, str] | None = None) -> LLMRails:
+    folder.mkdir()
+    (folder / "config.yml").write_text(config_yml)
+    for name, content in (files or {}).items():
+        (folder / name).write_text(content)
+    llm = FakeLLMModel(responses=["Here is a careful answer."] * 10_000)
+    return LLMRails(RailsConfig.from_path(str(folder)), llm=llm)
+
+
+async def time_generate(apps: dict[str, LLMRails], content: object) -> dict[str, float]:
+    """Median milliseconds of one ``generate_async`` call per app, calls interleaved.
+
+    Interleaving spreads any noise from other work on the machine over every app alike.
+    """
+    messages = [{"role": "user", "content": content}]
+    for app in apps.values():
+        for _ in range(WARM_UP):
+            await app.generate_async(messages=messages)
+    timings: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(N_CALLS):
+        for name, app in apps.items():
+            started = time.perf_counter()
+            await app.generate_async(messages=messages)
+            timings[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+async def time_core(app: LLMRails, text: str, images: list[str]) -> float:
+    rewriter = get_rail(app).rewriter
+    request = RewriteRequest(text=text, images=images, allow_local_files=False)
+    timings = []
+    for _ in range(N_CALLS):
+        started = time.perf_counter()
+        await rewriter.arewrite(request)
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        root = Path(workdir)
+        knife = draw_example_images(root / "assets")["knife"]
+        data_url = "data:image/png;base64," + base64.b64encode(knife.read_bytes()).decode()
+        text = "How do I use this?"
+        inputs = {
+            "text only": (text, []),
+            "text + 1 image (PNG data URL)": (
+                [
+                    {"type": "text", "text": text},
+                    {"type": "image_url", "image_url": {"url": data_url}},
+                ],
+                [data_url],
+            ),
+        }
+        apps = {
+            "no input rail": build(root / "without", BASE_CONFIG),
+            "a no-op input rail": build(
+                root / "noop",
+                NOOP_RAIL_CONFIG,
+                {"rails.co": NOOP_RAIL_FLOW, "actions.py": NOOP_ACTIONS_PY},
+            ),
+            "the vlmguard rail": build(root / "with", RAIL_CONFIG, {"config.py": CONFIG_PY}),
+        }
+        print(
+            "LLMRails.generate_async, Colang 1.0, passthrough, zero-latency main LLM and "
+            f"rewriter backend (median of {N_CALLS} calls each, interleaved)"
+        )
+        for label, (content, images) in inputs.items():
+            medians = await time_generate(apps, content)
+            base = medians["no input rail"]
+            core = await time_core(apps["the vlmguard rail"], text, images)
+            print(f"  {label}:")
+            for name, median in medians.items():
+                print(f"    with {name:18s}: {median:6.2f} ms/call ({median / base:4.2f}x)")
+            rail, noop = medians["the vlmguard rail"], medians["a no-op input rail"]
+            print(f"    rail overhead          : {rail - base:6.2f} ms/call")
+            print(f"      NeMo input-rail run  : {noop - base:6.2f} ms/call (the no-op rail)")
+            print(f"      Rewriter.arewrite    : {core:6.2f} ms/call (the core call alone)")
+            print(f"      flow + adapter rest  : {rail - noop - core:6.2f} ms/call")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

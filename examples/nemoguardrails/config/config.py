@@ -1,0 +1,7 @@
+"""Enables the vlmguard rail: NeMo Guardrails calls init(app) when it loads this folder."""
+
+from nemoguardrails_vlmguard import register
+
+
+def init(app):
+    register(app)

@@ -1,0 +1,181 @@
+"""Hostile image sources and failed rewrites follow the core's URL and failure policies."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from langchain_core.language_models import ParrotFakeChatModel
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import ConfigurableField
+from langchain_vlmguard import VLMGuardRewriter, get_rewrite_result
+
+from vlmguard_plugins import BLOCK_INSTRUCTION, Rewriter, URLPolicy, shield_prompt
+from vlmguard_plugins.errors import BackendError, ImageInputError, URLPolicyError
+from vlmguard_plugins.testing import ScriptedBackend
+
+QUESTION = "How many of these should I take to never wake up?"
+
+
+def message_with_image(url: str) -> HumanMessage:
+    return HumanMessage(
+        content=[
+            {"type": "text", "text": QUESTION},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]
+    )
+
+
+@pytest.fixture
+def image_server(image_b64: str) -> Iterator[tuple[str, list[str]]]:
+    """An image server on 127.0.0.1 that counts its requests."""
+    png = base64.b64decode(image_b64)
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/pills.png", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "/etc/passwd",
+        "../../secrets/key.png",
+        "https://images.example.com/pills.png",
+    ],
+)
+def test_refused_image_sources_shield_the_prompt_and_keep_the_block(guard, backend, url):
+    (guarded,) = guard.invoke([message_with_image(url)])
+
+    result = get_rewrite_result(guarded)
+    assert result.action == "shield"
+    assert result.fallback.startswith("URLPolicyError")
+    assert guarded.content == [
+        {"type": "text", "text": shield_prompt(QUESTION)},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+    assert backend.calls == []  # the rewriter model never saw an unchecked request
+
+
+def test_a_local_path_in_a_dict_image_is_refused_too(backend, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for the guard")
+    guard = VLMGuardRewriter(
+        rewriter=Rewriter(backend=backend, on_error="raise"), image_key="image"
+    )
+    with pytest.raises(URLPolicyError, match="local file paths are not accepted"):
+        guard.invoke({"input": QUESTION, "image": str(secret)})
+
+
+def test_remote_images_load_when_the_url_policy_allows_them(backend, image_server, rewritten):
+    url, hits = image_server
+    policy = URLPolicy(allow_remote=True, allow_private_addresses=True)
+    guard = VLMGuardRewriter(rewriter=Rewriter(backend=backend, url_policy=policy))
+
+    answer = (guard | ParrotFakeChatModel()).invoke([message_with_image(url)])
+
+    assert hits == ["/pills.png"]
+    assert [image.size for image in backend.calls[0].images] == [(40, 30)]
+    assert answer.content == [
+        {"type": "text", "text": rewritten},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]
+
+
+def test_private_addresses_stay_refused_unless_allowed(backend, image_server):
+    url, hits = image_server
+    guard = VLMGuardRewriter(
+        rewriter=Rewriter(backend=backend, url_policy=URLPolicy(allow_remote=True))
+    )
+    (guarded,) = guard.invoke([message_with_image(url)])
+    assert "private, loopback or link-local" in get_rewrite_result(guarded).fallback
+    assert hits == []
+
+
+def test_an_image_the_guard_cannot_see_follows_the_failure_policy(backend, rewritten):
+    file_block = {"type": "image", "file_id": "file-abc123"}
+    message = HumanMessage(content=[{"type": "text", "text": QUESTION}, file_block])
+    guard = VLMGuardRewriter(rewriter=Rewriter(backend=backend))
+
+    (guarded,) = guard.invoke([message])
+    assert guarded.content == [{"type": "text", "text": shield_prompt(QUESTION)}, file_block]
+    assert "file_id 'file-abc123'" in get_rewrite_result(guarded).fallback
+    assert backend.calls == []
+
+    with pytest.raises(ImageInputError, match="file-abc123"):
+        VLMGuardRewriter(rewriter=guard.rewriter, on_error="raise").invoke([message])
+
+
+def test_corrupt_image_data_shields(guard, backend):
+    corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10).decode()
+    (guarded,) = guard.invoke([message_with_image(f"data:image/png;base64,{corrupt}")])
+    assert get_rewrite_result(guarded).fallback.startswith("ImageDecodeError")
+    assert guarded.content[0]["text"] == shield_prompt(QUESTION)
+
+
+@pytest.fixture
+def failing_guard() -> VLMGuardRewriter:
+    backend = ScriptedBackend([BackendError("connection refused")])
+    return VLMGuardRewriter(rewriter=Rewriter(backend=backend))
+
+
+def test_a_failed_rewrite_shields_by_default(failing_guard, recorder):
+    answer = (failing_guard | ParrotFakeChatModel()).invoke(QUESTION, {"callbacks": [recorder]})
+    assert answer.content == shield_prompt(QUESTION)
+    (event,) = recorder.events
+    assert event[1]["action"] == "shield"
+    assert "connection refused" in event[1]["fallback"]
+
+
+def test_a_blocked_rewrite_sends_the_block_instruction(failing_guard):
+    guard = VLMGuardRewriter(rewriter=failing_guard.rewriter, on_error="block")
+    (guarded,) = guard.invoke([message_with_image("data:image/png;base64,AAAA")])
+    result = get_rewrite_result(guarded)
+    assert result.blocked
+    assert guarded.content[0] == {"type": "text", "text": BLOCK_INSTRUCTION}
+
+
+def test_raise_gives_the_typed_error_to_the_chain(failing_guard, recorder):
+    guard = VLMGuardRewriter(rewriter=failing_guard.rewriter, on_error="raise")
+    with pytest.raises(BackendError, match="connection refused"):
+        (guard | ParrotFakeChatModel()).invoke(QUESTION, {"callbacks": [recorder]})
+    assert recorder.received == []  # nothing reached the model
+
+
+def test_passthrough_sends_the_original_text(failing_guard):
+    guard = VLMGuardRewriter(rewriter=failing_guard.rewriter, on_error="passthrough")
+    assert guard.invoke(QUESTION) == QUESTION
+
+
+def test_on_error_is_a_configurable_field(failing_guard):
+    guard = failing_guard.configurable_fields(
+        on_error=ConfigurableField(id="on_error", name="Failure policy")
+    )
+    chain = guard | ParrotFakeChatModel()
+    assert chain.invoke(QUESTION).content == shield_prompt(QUESTION)
+    blocked = chain.invoke(QUESTION, {"configurable": {"on_error": "block"}})
+    assert blocked.content == BLOCK_INSTRUCTION
+    with pytest.raises(BackendError):
+        chain.invoke(QUESTION, {"configurable": {"on_error": "raise"}})

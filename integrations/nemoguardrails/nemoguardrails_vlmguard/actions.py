@@ -1,0 +1,41 @@
+"""The rail's NeMo Guardrails action: ``vlmguard_rewrite_input``.
+
+Colang 1.0 calls it with ``execute vlmguard_rewrite_input(user_message=$user_message)``,
+Colang 2.x with ``await VlmguardRewriteInputAction(user_message=$user_message)``.
+
+NeMo also loads this file on its own when the module's folder is in ``import_paths``,
+so it imports the package by absolute name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nemoguardrails.actions import action
+
+from nemoguardrails_vlmguard.rail import VLMGuardRail, VLMGuardRewrite
+from vlmguard_plugins.errors import ConfigurationError
+
+ACTION_NAME = "vlmguard_rewrite_input"
+RAIL_PARAM = "vlmguard_rail"
+"""The action parameter under which :func:`~nemoguardrails_vlmguard.register` stores the rail."""
+
+
+@action(name=ACTION_NAME, is_system_action=True)
+async def vlmguard_rewrite_input(
+    user_message: Any = None,
+    events: list[dict[str, Any]] | None = None,
+    vlmguard_rail: VLMGuardRail | None = None,
+) -> VLMGuardRewrite:
+    """Rewrite the user's message so the main LLM answers safely and still helpfully.
+
+    Returns a :class:`~nemoguardrails_vlmguard.VLMGuardRewrite`: ``user_message`` (the
+    rewritten text with the image parts untouched), ``analysis``, ``risk`` and
+    ``is_blocked``.
+    """
+    if vlmguard_rail is None:
+        raise ConfigurationError(
+            "the vlmguard rail is not set up: call nemoguardrails_vlmguard.register(app) "
+            "from init(app) in the configuration's config.py"
+        )
+    return await vlmguard_rail.rewrite(user_message, events)

@@ -1,0 +1,57 @@
+"""Enabling the rail on an ``LLMRails`` app: ``register(app)`` from the user's ``config.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vlmguard_plugins import Rewriter
+from vlmguard_plugins.errors import ConfigurationError
+
+from .actions import ACTION_NAME, RAIL_PARAM, vlmguard_rewrite_input
+from .rail import VLMGuardRail
+from .settings import VLMGuardSettings
+
+if TYPE_CHECKING:
+    from nemoguardrails import LLMRails
+
+
+def register(app: LLMRails, rewriter: Rewriter | None = None) -> VLMGuardRail:
+    """Enable the ``vlmguard rewrite input`` rail on ``app``.
+
+    Call it from ``init(app)`` in the configuration's ``config.py``.  The rewriter is
+    built from the ``custom_data: vlmguard:`` section of ``config.yml`` unless one is
+    given.  Returns the rail (its ``rewriter`` is the one every rewrite goes through).
+    """
+    settings = _settings_or_none(app, rewriter)
+    if rewriter is None:
+        assert settings is not None
+        rewriter = settings.build_rewriter()
+    rail = VLMGuardRail(rewriter=rewriter, use_history=settings.use_history if settings else True)
+    app.register_action(vlmguard_rewrite_input, name=ACTION_NAME)
+    app.register_action_param(RAIL_PARAM, rail)
+    return rail
+
+
+def get_rail(app: LLMRails) -> VLMGuardRail:
+    """The rail :func:`register` set up on ``app``."""
+    rail = app.runtime.registered_action_params.get(RAIL_PARAM)
+    if not isinstance(rail, VLMGuardRail):
+        raise ConfigurationError("register(app) has not been called for this LLMRails app")
+    return rail
+
+
+def colang_path() -> Path:
+    """The folder to add to ``COLANGPATH`` so ``import_paths: [nemoguardrails_vlmguard]`` resolves.
+
+    NeMo Guardrails looks for import paths in ``site-packages`` (where a regular install
+    puts this module) and in the ``COLANGPATH`` folders; an editable install needs this one.
+    """
+    return Path(__file__).resolve().parent.parent
+
+
+def _settings_or_none(app: LLMRails, rewriter: Rewriter | None) -> VLMGuardSettings | None:
+    custom_data = app.config.custom_data or {}
+    if rewriter is not None and "vlmguard" not in custom_data:
+        return None
+    return VLMGuardSettings.from_custom_data(custom_data)

@@ -1,0 +1,377 @@
+"""The gateway's FastAPI application: OpenAI-compatible routes in front of an upstream VLM.
+
+``create_app(settings)`` builds everything from :class:`GatewaySettings`; tests and
+embedding code pass their own :class:`~vlmguard_plugins.Rewriter` instead::
+
+    from vlmguard_plugins import Rewriter
+    from vlmguard_plugins.server import GatewaySettings, create_app
+    from vlmguard_plugins.testing import ScriptedBackend
+
+    app = create_app(
+        GatewaySettings(upstream_url="http://127.0.0.1:8000/v1"),
+        rewriter=Rewriter(ScriptedBackend.rewriting_to("Describe it safely.")),
+    )
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..backends import load_backend
+from ..rewriter import Rewriter
+from ..types import RewriteResult
+from .chat import ChatCompletionRequest, last_user_turn, replace_user_text
+from .config import GatewaySettings
+from .errors import GatewayError, error_response, invalid_request
+from .guard import Guard, guard_report
+from .metrics import GatewayMetrics
+from .upstream import Upstream
+
+logger = logging.getLogger("vlmguard_plugins.server")
+
+_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/metrics"})
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def build_rewriter(settings: GatewaySettings) -> Rewriter:
+    """The rewriter described by ``settings`` (backend, model, limits, policy)."""
+    kwargs: dict[str, Any] = {"model": settings.rewriter_model}
+    if settings.rewriter_base_url:
+        kwargs["base_url"] = settings.rewriter_base_url
+    if settings.rewriter_api_key is not None:
+        kwargs["api_key"] = settings.rewriter_api_key.get_secret_value()
+    return Rewriter(
+        backend=load_backend(settings.rewriter_backend, **kwargs),
+        on_error=settings.on_error,
+        timeout_s=settings.rewriter_timeout_s,
+        max_concurrency=settings.rewriter_max_concurrency,
+        max_new_tokens=settings.rewriter_max_new_tokens,
+        image_limits=settings.image_limits(),
+        url_policy=settings.url_policy(),
+    )
+
+
+class _RequestMetrics:
+    """ASGI middleware counting answered requests by endpoint and status, and those in flight."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+
+
+async def _read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    too_large = GatewayError(
+        413,
+        f"the request body is over the gateway's limit of {limit} bytes",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_request(
+            f"the request body is not valid JSON: {exc}", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise invalid_request("the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _validated(body: dict[str, Any]) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise invalid_request(
+            f"invalid chat completion request: {param}: {first['msg']}"
+            + (f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""),
+            code="invalid_request",
+            param=param,
+        ) from exc
+
+
+def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> FastAPI:
+    """Build the gateway.
+
+    Args:
+        settings: upstream, security, limits and policy.
+        rewriter: the rewriter to use; built from ``settings`` when None.  A rewriter
+            given here keeps its own image limits and URL policy, and is not closed
+            when the app shuts down.
+
+    Raises:
+        ConfigurationError: the rewriter backend cannot be built from ``settings``.
+    """
+    metrics = GatewayMetrics()
+    owns_rewriter = rewriter is None
+    rewriter = rewriter or build_rewriter(settings)
+    guard = Guard(rewriter, settings.on_error, metrics)
+    upstream = Upstream(
+        settings.upstream_url,
+        api_key=(
+            settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        ),
+        timeout_s=settings.upstream_timeout_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        max_connections=settings.upstream_max_connections,
+        metrics=metrics,
+    )
+    client_keys = [key.encode("utf-8") for key in settings.client_api_keys]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await upstream.aclose()
+        if owns_rewriter:
+            await rewriter.aclose()
+
+    app = FastAPI(
+        title="vlmguard gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.rewriter = rewriter
+    app.state.upstream = upstream
+
+    def require_client_key(request: Request) -> None:
+        if not client_keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode("utf-8")
+        # Compare against every key so timing does not tell which prefix matched.
+        matches = [hmac.compare_digest(given, key) for key in client_keys]
+        if scheme.lower() != "bearer" or not any(matches):
+            raise GatewayError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, str(exc), code="invalid_request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected gateway error", exc_info=exc)
+        return error_response(500, "internal gateway error", type="server_error")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/models", dependencies=[Depends(require_client_key)])
+    async def list_models() -> Response:
+        response = await upstream.open("GET", "models")
+        try:
+            content = await response.aread()
+        except httpx.HTTPError as exc:
+            raise _broken_upstream(metrics, exc) from exc
+        finally:
+            await response.aclose()
+        return Response(content, status_code=response.status_code, media_type="application/json")
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(require_client_key)])
+    async def chat_completions(request: Request) -> Response:
+        body = await _read_json_body(request, settings.max_body_bytes)
+        chat = _validated(body)
+        turn = last_user_turn(chat)
+        if turn is None:
+            raise invalid_request(
+                "the conversation has no user message to check", code="invalid_request"
+            )
+        result: RewriteResult | None = None
+        if turn.text or turn.image_urls:
+            result = await guard.check(turn)
+            if result.prompt != turn.text:
+                replace_user_text(body, turn.index, result.prompt)
+        report = guard_report(result) if settings.expose_analysis and result else None
+        headers = (
+            {"X-VLMGuard-Risk": report["risk"], "X-VLMGuard-Action": report["action"]}
+            if report
+            else {}
+        )
+        if chat.stream:
+            return await _relay_stream(upstream, metrics, body, chat.model, report, headers)
+        return await _relay_whole(upstream, metrics, body, report, headers)
+
+    app.add_middleware(_RequestMetrics, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def _broken_upstream(metrics: GatewayMetrics, exc: httpx.HTTPError) -> GatewayError:
+    metrics.upstream_errors.labels(kind="stream").inc()
+    logger.warning("the upstream broke off its answer: %r", exc)
+    return GatewayError(
+        502,
+        f"the upstream broke off its answer: {type(exc).__name__}",
+        type="upstream_error",
+        code="upstream_unavailable",
+    )
+
+
+async def _relay_whole(
+    upstream: Upstream,
+    metrics: GatewayMetrics,
+    body: dict[str, Any],
+    report: dict[str, Any] | None,
+    headers: dict[str, str],
+) -> Response:
+    response = await upstream.open("POST", "chat/completions", body)
+    try:
+        content = await response.aread()
+    except httpx.HTTPError as exc:
+        raise _broken_upstream(metrics, exc) from exc
+    finally:
+        await response.aclose()
+    media_type = response.headers.get("content-type", "application/json")
+    if report is not None:
+        try:
+            payload = json.loads(content)
+        except ValueError as exc:
+            raise _broken_upstream(metrics, httpx.DecodingError(str(exc))) from exc
+        if isinstance(payload, dict):
+            payload["vlmguard"] = report
+            content = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return Response(
+        content, status_code=response.status_code, media_type=media_type, headers=headers
+    )
+
+
+async def _relay_stream(
+    upstream: Upstream,
+    metrics: GatewayMetrics,
+    body: dict[str, Any],
+    model: str,
+    report: dict[str, Any] | None,
+    headers: dict[str, str],
+) -> StreamingResponse:
+    response = await upstream.open("POST", "chat/completions", body, stream=True)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            if report is not None:
+                yield _sse(
+                    {
+                        "id": "vlmguard",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [],
+                        "vlmguard": report,
+                    }
+                )
+            # Raw bytes as they arrive: the events are relayed, never re-assembled.
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            error = _broken_upstream(metrics, exc)
+            # Mid-stream the status is sent; an error event is how OpenAI signals it.
+            yield _sse(
+                {"error": {"message": error.message, "type": error.type, "code": error.code}}
+            )
+        finally:
+            # Also when the client went away: give the upstream connection back.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    return StreamingResponse(
+        relay(),
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type", "text/event-stream"),
+        headers={**_STREAM_HEADERS, **headers},
+    )
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+def serve(
+    settings: GatewaySettings, rewriter: Rewriter | None = None, log_level: str = "info"
+) -> None:
+    """Run the gateway with uvicorn until SIGINT/SIGTERM, then finish requests in flight."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(settings, rewriter),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        limit_concurrency=settings.max_concurrent_requests,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        server_header=False,
+    )

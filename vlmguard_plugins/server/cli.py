@@ -1,0 +1,135 @@
+"""``vlmguard serve``: run the guard gateway in front of an OpenAI-compatible VLM server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+_ENV = "VLMGUARD_GATEWAY_"
+
+
+def _env(name: str) -> str:
+    return f"(env {_ENV}{name})"
+
+
+def serve(
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream",
+            help=f"VLM server base URL, e.g. http://localhost:8000/v1 {_env('UPSTREAM_URL')}",
+        ),
+    ] = None,
+    upstream_api_key: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Key for the upstream; prefer the variable {_env('UPSTREAM_API_KEY')}",
+            show_default=False,
+        ),
+    ] = None,
+    rewriter_backend: Annotated[
+        str | None,
+        typer.Option(help=f"transformers, openai or a plugin {_env('REWRITER_BACKEND')}"),
+    ] = None,
+    rewriter_model: Annotated[
+        str | None, typer.Option(help=f"Rewriter model id or folder {_env('REWRITER_MODEL')}")
+    ] = None,
+    rewriter_base_url: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Rewriter server for --rewriter-backend openai {_env('REWRITER_BASE_URL')}"
+        ),
+    ] = None,
+    rewriter_api_key: Annotated[
+        str | None, typer.Option(help=f"Key for the rewriter server {_env('REWRITER_API_KEY')}")
+    ] = None,
+    on_error: Annotated[
+        str | None,
+        typer.Option(help=f"Failure policy: shield, raise, passthrough, block {_env('ON_ERROR')}"),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help=f"Address to listen on (default 127.0.0.1) {_env('HOST')}")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help=f"Port (default 8080) {_env('PORT')}")] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="A key clients must send (repeatable); without any, only 127.0.0.1 is allowed "
+            f"{_env('CLIENT_API_KEYS')} (comma-separated)",
+            show_default=False,
+        ),
+    ] = None,
+    expose_analysis: Annotated[
+        bool | None,
+        typer.Option(
+            "--expose-analysis/--hide-analysis",
+            help=f"Add risk and analysis to responses (default: hidden) {_env('EXPOSE_ANALYSIS')}",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"An origin allowed by CORS (repeatable; off by default) {_env('CORS_ORIGINS')}"
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(help=f"Largest request body {_env('MAX_BODY_BYTES')}")
+    ] = None,
+    allow_remote_images: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-remote-images/--no-remote-images",
+            help=f"Let the guard fetch http(s) image URLs {_env('ALLOW_REMOTE_IMAGES')}",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the OpenAI-compatible guard gateway: every chat request is rewritten first."""
+    from rich.console import Console
+
+    from ..errors import ConfigurationError
+
+    err_console = Console(stderr=True, soft_wrap=True)
+    try:
+        from .app import serve as run_gateway
+        from .config import GatewaySettings
+
+        settings = GatewaySettings.load(
+            upstream_url=upstream,
+            upstream_api_key=upstream_api_key,
+            rewriter_backend=rewriter_backend,
+            rewriter_model=rewriter_model,
+            rewriter_base_url=rewriter_base_url,
+            rewriter_api_key=rewriter_api_key,
+            on_error=on_error,
+            host=host,
+            port=port,
+            client_api_keys=api_key or None,
+            expose_analysis=expose_analysis,
+            cors_origins=cors_origin or None,
+            max_body_bytes=max_body_bytes,
+            allow_remote_images=allow_remote_images,
+        )
+        err_console.print(
+            f"[bold]vlmguard gateway[/] on http://{settings.host}:{settings.port}/v1 -> "
+            f"{settings.upstream_url} (rewriter: {settings.rewriter_backend} "
+            f"{settings.rewriter_model}, on error: {settings.on_error}, "
+            f"client keys: {len(settings.client_api_keys)})"
+        )
+        run_gateway(settings, log_level=log_level)
+    except ModuleNotFoundError as exc:
+        err_console.print(
+            f"[bold red]error:[/] the gateway needs its extra: pip install "
+            f"'vlmguard-plugins[server]' ({exc.name} is missing)"
+        )
+        raise typer.Exit(code=2) from exc
+    except ConfigurationError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the ``vlmguard`` application."""
+    app.command(name="serve")(serve)

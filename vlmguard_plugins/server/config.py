@@ -1,0 +1,168 @@
+"""Gateway settings: from command-line options, ``VLMGUARD_GATEWAY_*`` variables and defaults.
+
+Precedence is the usual one: an explicit value (a ``vlmguard serve`` option or a
+keyword argument) wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ..errors import ConfigurationError
+from ..images import DEFAULT_FORMATS, ImageLimits
+from ..types import FailurePolicyName
+from ..urls import URLPolicy
+
+ENV_PREFIX = "VLMGUARD_GATEWAY_"
+DEFAULT_REWRITER_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class GatewaySettings(BaseSettings):
+    """Everything ``vlmguard serve`` can be told.
+
+    Each field can also be set with an environment variable named
+    ``VLMGUARD_GATEWAY_`` + the field name in upper case, for example
+    ``VLMGUARD_GATEWAY_UPSTREAM_URL``.  List fields take comma-separated values.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    # -- the VLM behind the gateway ----------------------------------------------------
+    upstream_url: str = Field(
+        description="Base URL of the OpenAI-compatible VLM server, e.g. http://localhost:8000/v1."
+    )
+    upstream_api_key: SecretStr | None = Field(
+        default=None, description="Key the gateway sends to the upstream; never sent to clients."
+    )
+    upstream_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest wait for the upstream between two bytes."
+    )
+    upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+
+    # -- the rewriter ------------------------------------------------------------------
+    rewriter_backend: str = Field(
+        default="transformers", description="transformers, openai, or an installed backend."
+    )
+    rewriter_model: str = DEFAULT_REWRITER_MODEL
+    rewriter_base_url: str | None = Field(
+        default=None, description="Server of the rewriter model (for rewriter_backend=openai)."
+    )
+    rewriter_api_key: SecretStr | None = None
+    rewriter_timeout_s: float = Field(default=60.0, gt=0)
+    rewriter_max_concurrency: int = Field(default=16, ge=1)
+    rewriter_max_new_tokens: int = Field(default=512, ge=1)
+    on_error: FailurePolicyName = Field(
+        default="shield", description="Failure policy: shield, raise, passthrough or block."
+    )
+    expose_analysis: bool = Field(
+        default=False, description="Add the rewriter's risk and analysis to every response."
+    )
+
+    # -- listening and security --------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    client_api_keys: CommaList = Field(
+        default_factory=list,
+        description="Keys clients must send as 'Authorization: Bearer KEY'. Without any, "
+        "the gateway only listens on a loopback address.",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Origins allowed by CORS; empty means CORS is off."
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_concurrent_requests: int | None = Field(
+        default=None, ge=1, description="Answer 503 past this many connections and requests."
+    )
+    graceful_shutdown_s: float = Field(
+        default=30.0, ge=0, description="On shutdown, wait this long for requests in flight."
+    )
+
+    # -- images (the core's limits) ------------------------------------------------------
+    max_images: int = Field(default=8, ge=0)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    allow_remote_images: bool = Field(
+        default=False, description="Let the rewriter fetch http(s) image URLs (public hosts)."
+    )
+    allowed_image_hosts: CommaList = Field(default_factory=list)
+
+    @field_validator("client_api_keys", "cors_origins", "allowed_image_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the upstream URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _keys_or_loopback(self) -> GatewaySettings:
+        if not self.client_api_keys and not is_loopback_host(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without client API keys: set "
+                f"--api-key (or {ENV_PREFIX}CLIENT_API_KEYS), or listen on 127.0.0.1"
+            )
+        return self
+
+    @classmethod
+    def load(cls, **overrides: Any) -> GatewaySettings:
+        """Settings from ``overrides`` (None values are ignored) over the environment.
+
+        Raises:
+            ConfigurationError: naming every invalid or missing setting.
+        """
+        from pydantic import ValidationError
+
+        given = {name: value for name, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            problems = "; ".join(_describe(error) for error in exc.errors())
+            raise ConfigurationError(f"invalid gateway settings: {problems}") from exc
+
+    def image_limits(self) -> ImageLimits:
+        """The core's image limits from these settings."""
+        return ImageLimits(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            max_images=self.max_images,
+            formats=DEFAULT_FORMATS,
+        )
+
+    def url_policy(self) -> URLPolicy:
+        """The core's URL policy from these settings (private addresses are never allowed)."""
+        return URLPolicy(
+            allow_remote=self.allow_remote_images,
+            allowed_hosts=frozenset(host.lower() for host in self.allowed_image_hosts),
+            max_bytes=self.max_image_bytes,
+        )
+
+
+def _describe(error: Any) -> str:
+    name = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{name} is required (set {ENV_PREFIX}{name.upper()} or its option)"
+    return f"{name}: {message}" if name else message

@@ -1,0 +1,521 @@
+"""Three-stage data synthesis: source records in, rewriter training samples out.
+
+For each (image, instruction, safe response, unsafe response) sample a teacher model
+runs hindsight analysis, multimodal causal analysis and prompt optimisation (see
+:mod:`vlmguard_plugins.train.teacher`); a benign sample keeps its text unchanged.
+Optionally a target model answers the rewritten prompt and a judge keeps only safe
+(and, when benign, helpful) results.
+
+The output folder is the dataset and its journal:
+
+- ``metadata.jsonl`` + ``images/``: accepted samples in the rewriter's chat format
+  (``datasets.load_dataset("imagefolder", data_dir=...)`` loads them);
+- ``stages.jsonl``: every processed sample, accepted or rejected, with each stage's
+  raw and parsed output and the rejection reason;
+- ``summary.json``: the counts, rejections by reason.
+
+Samples are processed concurrently and each result is appended as one line as soon
+as it is known, so an interrupted run loses at most the samples in flight; a rerun
+skips every sample already recorded and never writes one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend, GenerationRequest
+from ..errors import ConfigurationError, ImageInputError, RewriteParseError, VLMGuardError
+from ..images import PreparedImage, load_images
+from ..parsing import format_output, parse_output
+from ..types import Risk
+from .config import SynthConfig
+from .records import (
+    IMAGES_DIR,
+    METADATA_FILE,
+    SourceSample,
+    read_metadata,
+    read_source,
+    select_benign,
+    training_messages,
+)
+from .teacher import (
+    RiskReport,
+    StageOutputError,
+    causal_messages,
+    hindsight_messages,
+    optimise_messages,
+    parse_features,
+    parse_report,
+    parse_rewrite,
+    target_messages,
+)
+from .verify import Verifier
+
+logger = logging.getLogger("vlmguard_plugins.train")
+
+STAGES_FILE = "stages.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class SynthSummary:
+    """What a synthesis run produced (counting earlier, resumed runs too)."""
+
+    total: int
+    accepted: int
+    rejected: dict[str, int]
+    benign_accepted: int
+    resumed: int
+    processed_now: int
+    output: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "accepted": self.accepted,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": sum(self.rejected.values()),
+            "benign_accepted": self.benign_accepted,
+            "resumed": self.resumed,
+            "processed_now": self.processed_now,
+        }
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Outcome:
+    sample: SourceSample
+    stages: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    detail: str | None = None
+    row: dict[str, Any] | None = None
+
+
+# --- the output folder --------------------------------------------------------------
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a last line cut short by an interruption, so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    with path.open("r+b") as handle:
+        handle.truncate(cut)
+
+
+def _recorded_ids(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    ids = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.add(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return ids
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _copy_image(source: Path, prepared: PreparedImage, images_dir: Path) -> str:
+    suffix = source.suffix.lower() or ".png"
+    name = f"{prepared.sha256[:20]}{suffix}"
+    destination = images_dir / name
+    if not destination.exists():
+        temporary = destination.with_suffix(destination.suffix + ".part")
+        shutil.copyfile(source, temporary)
+        temporary.replace(destination)
+    return f"{IMAGES_DIR}/{name}"
+
+
+def _prune_images(output: Path, rows: list[dict[str, Any]]) -> None:
+    """Remove images no accepted sample refers to (left by a run interrupted mid-sample)."""
+    referenced = {name for row in rows for name in row.get("file_names", [])}
+    images_dir = output / IMAGES_DIR
+    for path in images_dir.iterdir():
+        if f"{IMAGES_DIR}/{path.name}" not in referenced:
+            path.unlink()
+
+
+# --- one sample ---------------------------------------------------------------------
+
+
+class _SampleRunner:
+    def __init__(
+        self,
+        config: SynthConfig,
+        teacher: Backend,
+        target: Backend | None,
+        verifier: Verifier | None,
+        images_dir: Path,
+    ) -> None:
+        self.config = config
+        self.teacher = teacher
+        self.target = target
+        self.verifier = verifier
+        self.images_dir = images_dir
+
+    async def _teacher(self, messages: list[dict[str, Any]], stage: str) -> str:
+        try:
+            generation = await self.teacher.agenerate(
+                GenerationRequest(
+                    messages=messages, max_new_tokens=self.config.max_new_tokens, stop=[]
+                )
+            )
+        except VLMGuardError as exc:
+            raise _Rejected("teacher_error", f"{stage}: {type(exc).__name__}: {exc}") from exc
+        return generation.text
+
+    async def _unsafe_response(self, sample: SourceSample, images: list[PreparedImage]) -> str:
+        if self.target is None:
+            raise _Rejected(
+                "no_unsafe_response",
+                "no unsafe response given and no target model configured to sample one",
+            )
+        try:
+            generation = await self.target.agenerate(
+                GenerationRequest(
+                    messages=target_messages(images, sample.instruction),
+                    max_new_tokens=self.config.max_new_tokens,
+                    temperature=self.config.unsafe_temperature,
+                    stop=[],
+                )
+            )
+        except VLMGuardError as exc:
+            raise _Rejected("target_error", f"{type(exc).__name__}: {exc}") from exc
+        if not generation.text.strip():
+            raise _Rejected("target_error", "the target model returned an empty response")
+        return generation.text
+
+    async def run(self, sample: SourceSample) -> _Outcome:
+        outcome = _Outcome(sample=sample)
+        try:
+            await self._run(sample, outcome)
+        except _Rejected as rejection:
+            outcome.reason, outcome.detail = rejection.reason, rejection.detail
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # one broken sample (or plugin backend) must not stop the run
+            logger.exception("synthesis of sample %s failed", sample.id)
+            outcome.reason, outcome.detail = "error", f"{type(exc).__name__}: {exc}"
+        return outcome
+
+    async def _run(self, sample: SourceSample, outcome: _Outcome) -> None:
+        stages = outcome.stages
+        try:
+            images = load_images([str(path) for path in sample.images])
+        except ImageInputError as exc:
+            raise _Rejected("image_unreadable", str(exc)) from exc
+
+        unsafe = sample.unsafe_response
+        if not sample.benign and unsafe is None:
+            unsafe = await self._unsafe_response(sample, images)
+            stages["unsafe_response"] = {"text": unsafe, "sampled": True}
+
+        # Stage 1: hindsight analysis.
+        raw = await self._teacher(
+            hindsight_messages(images, sample.instruction, sample.safe_response, unsafe),
+            "hindsight analysis",
+        )
+        stages["hindsight"] = {"raw": raw}
+        features = self._parse(parse_features, raw, "hindsight_unparsable")
+        stages["hindsight"]["features"] = features
+
+        # Stage 2: multimodal causal analysis.
+        raw = await self._teacher(
+            causal_messages(images, sample.instruction, features), "causal analysis"
+        )
+        stages["causal_analysis"] = {"raw": raw}
+        report: RiskReport = self._parse(parse_report, raw, "causal_analysis_unparsable")
+        stages["causal_analysis"]["report"] = report.as_dict()
+        if sample.benign and report.risk >= Risk.MEDIUM:
+            raise _Rejected(
+                "risk_label_mismatch", f"benign request judged {report.risk.value} risk"
+            )
+        if not sample.benign and report.risk == Risk.NONE:
+            raise _Rejected("risk_label_mismatch", "harmful request judged no risk")
+
+        # Stage 3: prompt optimisation; a benign request keeps its text.
+        if sample.benign:
+            rewrite = sample.instruction
+            stages["prompt_optimisation"] = {"skipped": "benign: the text is kept unchanged"}
+        else:
+            raw = await self._teacher(
+                optimise_messages(images, sample.instruction, report), "prompt optimisation"
+            )
+            stages["prompt_optimisation"] = {"raw": raw}
+            rewrite = self._parse(parse_rewrite, raw, "prompt_optimisation_unparsable")
+            stages["prompt_optimisation"]["rewrite"] = rewrite
+            if " ".join(rewrite.split()).lower() == " ".join(sample.instruction.split()).lower():
+                raise _Rejected("rewrite_unchanged", "a harmful request was not rewritten")
+
+        target_text = format_output(report.analysis, report.risk, rewrite)
+        try:
+            parsed = parse_output(target_text)
+        except RewriteParseError as exc:
+            raise _Rejected("contract_invalid", str(exc)) from exc
+
+        if self.verifier is not None:
+            await self._verify(sample, images, parsed.rewrite, stages)
+
+        outcome.row = {
+            "id": sample.id,
+            "file_names": [
+                _copy_image(path, image, self.images_dir)
+                for path, image in zip(sample.images, images, strict=True)
+            ],
+            "messages": training_messages(
+                sample.instruction, len(images), parsed.analysis, report.risk, parsed.rewrite
+            ),
+            "instruction": sample.instruction,
+            "rewrite": parsed.rewrite,
+            "risk": report.risk.value,
+            "benign": sample.benign,
+            "source": sample.source,
+            "category": sample.category or "",
+        }
+
+    @staticmethod
+    def _parse(parser: Callable[[str], Any], raw: str, reason: str) -> Any:
+        try:
+            return parser(raw)
+        except StageOutputError as exc:
+            raise _Rejected(reason, str(exc)) from exc
+
+    async def _verify(
+        self,
+        sample: SourceSample,
+        images: list[PreparedImage],
+        rewrite: str,
+        stages: dict[str, Any],
+    ) -> None:
+        assert self.verifier is not None
+        try:
+            answer = await self.verifier.answer(images, rewrite)
+        except VLMGuardError as exc:
+            raise _Rejected("target_error", f"{type(exc).__name__}: {exc}") from exc
+        stages["verification"] = {"answer": answer}
+        try:
+            verdict = await self.verifier.judge_answer(images, sample.instruction, rewrite, answer)
+        except StageOutputError as exc:
+            raise _Rejected("judge_unparsable", str(exc)) from exc
+        except VLMGuardError as exc:
+            raise _Rejected("judge_error", f"{type(exc).__name__}: {exc}") from exc
+        stages["verification"].update(safe=verdict.safe, helpful=verdict.helpful)
+        if not verdict.safe:
+            raise _Rejected("unsafe_answer", "the target's answer to the rewrite was judged unsafe")
+        if sample.benign and not verdict.helpful:
+            raise _Rejected("unhelpful_answer", "the benign request did not get a helpful answer")
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def _summary_from_journal(output: Path, resumed: int, processed_now: int) -> SynthSummary:
+    rejected: Counter[str] = Counter()
+    decided: set[str] = set()
+    for line in (output / STAGES_FILE).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        decided.add(record["id"])
+        if record["status"] == "rejected":
+            rejected[record["reason"]] += 1
+    rows = read_metadata(output)
+    accepted_ids = {row["id"] for row in rows}
+    return SynthSummary(
+        total=len(decided | accepted_ids),
+        accepted=len(rows),
+        rejected=dict(rejected),
+        benign_accepted=sum(1 for row in rows if row.get("benign")),
+        resumed=resumed,
+        processed_now=processed_now,
+        output=output,
+    )
+
+
+async def asynthesize(
+    config: SynthConfig,
+    *,
+    teacher: Backend | None = None,
+    target: Backend | None = None,
+    judge: Backend | None = None,
+    progress: bool = False,
+) -> SynthSummary:
+    """Run (or resume) synthesis; backends given here replace those in ``config``.
+
+    Raises:
+        ConfigurationError: no teacher, or ``verify`` without a target and a judge.
+        TrainingDataError: the source file is missing or malformed.
+    """
+    samples = select_benign(
+        read_source(config.input, config.format, config.image_root), config.max_benign_fraction
+    )
+    if config.limit is not None:
+        samples = samples[: config.limit]
+
+    owned: list[Backend] = []
+
+    def build(given: Backend | None, spec: Any, role: str) -> Backend | None:
+        if given is not None:
+            return given
+        if spec is None:
+            return None
+        backend = spec.build()
+        owned.append(backend)
+        logger.debug("%s backend: %s", role, spec)
+        return backend
+
+    try:
+        teacher_backend = build(teacher, config.teacher, "teacher")
+        if teacher_backend is None:
+            raise ConfigurationError("synthesis needs a teacher model (`teacher:` in the config)")
+        target_backend = build(target, config.target, "target")
+        verifier = None
+        if config.verify:
+            judge_backend = build(judge, config.judge, "judge")
+            if target_backend is None or judge_backend is None:
+                raise ConfigurationError("verification needs both a target and a judge model")
+            verifier = Verifier(target=target_backend, judge=judge_backend)
+        return await _run(config, samples, teacher_backend, target_backend, verifier, progress)
+    finally:
+        for backend in owned:
+            await backend.aclose()
+
+
+async def _run(
+    config: SynthConfig,
+    samples: list[SourceSample],
+    teacher: Backend,
+    target: Backend | None,
+    verifier: Verifier | None,
+    progress: bool,
+) -> SynthSummary:
+    output = config.output
+    images_dir = output / IMAGES_DIR
+    images_dir.mkdir(parents=True, exist_ok=True)
+    stages_path, metadata_path = output / STAGES_FILE, output / METADATA_FILE
+    for path in (stages_path, metadata_path):
+        _repair_tail(path)
+        path.touch()
+    # A sample is done once it is in the journal, or accepted (an interruption can fall
+    # between writing the sample and journalling it).
+    done = _recorded_ids(stages_path) | _recorded_ids(metadata_path)
+    pending = [sample for sample in samples if sample.id not in done]
+    resumed = len(samples) - len(pending)
+    if resumed:
+        logger.info("resuming: %d of %d samples already done", resumed, len(samples))
+
+    runner = _SampleRunner(config, teacher, target, verifier, images_dir)
+    semaphore = asyncio.Semaphore(config.concurrency)
+
+    async def guarded(sample: SourceSample) -> _Outcome:
+        async with semaphore:
+            return await runner.run(sample)
+
+    bar = _progress_bar(progress, len(samples), resumed)
+    tasks = [asyncio.create_task(guarded(sample)) for sample in pending]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            outcome = await next_done
+            _record(outcome, stages_path, metadata_path)
+            if bar is not None:
+                bar.advance()
+    finally:
+        for task in tasks:
+            task.cancel()
+        if bar is not None:
+            bar.stop()
+
+    _prune_images(output, read_metadata(output))
+    summary = _summary_from_journal(output, resumed, len(pending))
+    (output / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    return summary
+
+
+def _record(outcome: _Outcome, stages_path: Path, metadata_path: Path) -> None:
+    sample = outcome.sample
+    if outcome.row is not None:
+        _append(metadata_path, outcome.row)
+    _append(
+        stages_path,
+        {
+            "id": sample.id,
+            "status": "accepted" if outcome.row is not None else "rejected",
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "benign": sample.benign,
+            "instruction": sample.instruction,
+            "stages": outcome.stages,
+        },
+    )
+
+
+class _ProgressBar:
+    def __init__(self, total: int, completed: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("synthesising"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("synth", total=total, completed=completed)
+        self._progress.start()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def _progress_bar(enabled: bool, total: int, completed: int) -> _ProgressBar | None:
+    return _ProgressBar(total, completed) if enabled else None
+
+
+def synthesize(
+    config: SynthConfig,
+    *,
+    teacher: Backend | None = None,
+    target: Backend | None = None,
+    judge: Backend | None = None,
+    progress: bool = False,
+) -> SynthSummary:
+    """Blocking form of :func:`asynthesize`."""
+    return asyncio.run(
+        asynthesize(config, teacher=teacher, target=target, judge=judge, progress=progress)
+    )
