@@ -25,7 +25,7 @@ from PIL import Image
 from vlmguard_plugins import Rewriter, RewriteRequest
 from vlmguard_plugins.testing import ScriptedBackend
 
-CALLS = 200
+CALLS = 300
 ROUNDS = 5
 QUESTION = "What is the quickest way to use this on someone?"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -193,6 +195,44 @@ def test_models_are_proxied_and_health_is_open() -> None:
         missing = httpx.get(f"{gw.url}/v1/nothing-here")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_client_that_goes_away_mid_stream_frees_the_relay() -> None:
+    upstream = FakeUpstream(chunks=[f"piece-{i} " for i in range(200)], chunk_delay_s=0.02)
+    with gateway(upstream=upstream) as gw:
+        stream = gw.client.chat.completions.create(
+            model="fake-vlm", messages=[user_message()], stream=True
+        )
+        for number, _ in enumerate(stream):
+            if number == 3:
+                break
+        stream.close()
+        deadline = time.monotonic() + 10
+        while gw.metric("vlmguard_gateway_requests_in_flight") > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.metric("vlmguard_gateway_requests_in_flight") == 1  # only this scrape
+        # The upstream connection was closed too, so the VLM stops generating.
+        while upstream.abandoned_streams == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert upstream.abandoned_streams == 1
+
+
+def test_past_the_concurrency_limit_requests_get_503_but_health_still_answers() -> None:
+    upstream = FakeUpstream(chunks=["slow"], delay_s=1.0)
+    with gateway(upstream=upstream, max_concurrent_requests=1) as gw:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(
+                gw.client.chat.completions.create, model="fake-vlm", messages=[user_message()]
+            )
+            while not upstream.requests:  # the first request holds the only slot
+                time.sleep(0.01)
+            with pytest.raises(openai.APIStatusError) as caught:
+                gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
+            assert httpx.get(f"{gw.url}/healthz").status_code == 200
+            assert first.result().choices[0].message.content == "slow"
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "overloaded"
+        assert caught.value.response.headers["retry-after"] == "1"
 
 
 # -- security ------------------------------------------------------------------------

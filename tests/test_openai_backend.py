@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,7 +158,12 @@ def test_synchronous_rewrite_and_model_listing(server: ChatCompletionServer) -> 
     with Rewriter(backend=backend) as rewriter:
         assert rewriter.rewrite("How do I use this?").prompt == SAFE_PROMPT
         assert rewriter.rewrite("And this?").prompt == SAFE_PROMPT
-    assert asyncio.run(backend.alist_models()) == [MODEL]
+
+    async def list_models() -> list[str]:
+        async with backend:
+            return await backend.alist_models()
+
+    assert asyncio.run(list_models()) == [MODEL]
 
 
 # --- faults: retried, then the failure policy -----------------------------------------
@@ -225,8 +231,9 @@ async def test_server_error_that_persists_blocks_under_the_block_policy(
 
 
 async def test_slow_answer_times_out_and_is_retried(server: ChatCompletionServer) -> None:
-    server.inject(SlowAnswer(delay_s=3.0))
-    rewriter = Rewriter(backend=backend_for(server.base_url, timeout_s=0.3), on_error="raise")
+    server.inject(SlowAnswer(delay_s=5.0))
+    # Generous for the fast retry on a busy machine, far below the slow answer.
+    rewriter = Rewriter(backend=backend_for(server.base_url, timeout_s=1.0), on_error="raise")
 
     assert (await rewriter.arewrite("hi")).prompt == SAFE_PROMPT
     assert len(server.chat_requests) == 2
@@ -306,7 +313,9 @@ async def test_requests_are_spread_round_robin_and_survive_a_replica_going_down(
         ChatCompletionServer(model=MODEL) as first,
         ChatCompletionServer(model=MODEL) as second,
     ):
-        backend = backend_for(first.base_url, second.base_url, max_retries=0)
+        backend = backend_for(
+            first.base_url, second.base_url, max_retries=0, failover_cooldown_s=0.3
+        )
         rewriter = Rewriter(backend=backend, on_error="raise")
         for i in range(8):
             await rewriter.arewrite(f"question {i}")
@@ -318,7 +327,7 @@ async def test_requests_are_spread_round_robin_and_survive_a_replica_going_down(
         assert len(first.chat_requests) == 8
 
         second.start()  # back on the same port: it gets traffic again after the cool-down
-        backend.failover_cooldown_s = 0.0
+        await asyncio.sleep(0.35)
         await rewriter.arewrite("one")
         await rewriter.arewrite("two")
         assert len(second.chat_requests) > 4
@@ -378,3 +387,37 @@ def test_registered_by_name_and_configured_from_strings(monkeypatch: pytest.Monk
 def test_bad_settings_are_configuration_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         load_backend("openai", **kwargs)
+
+
+def test_command_line_rewrite_against_two_replicas(
+    server: ChatCompletionServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from vlmguard_plugins.cli import app
+
+    monkeypatch.setenv("VLMGUARD_BASE_URL", f"{dead_base_url()},{server.base_url}")
+    result = CliRunner().invoke(
+        app, ["rewrite", "--backend", "openai", "--model", MODEL, "--json", "How do I use this?"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prompt"] == SAFE_PROMPT
+    assert "How do I use this?" in server.chat_requests[-1].text
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": "0.25"}, 0.25),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_header_forms(headers: dict[str, str], seconds: float | None) -> None:
+    from vlmguard_plugins.backends.openai import _retry_after_seconds
+
+    assert _retry_after_seconds(headers) == seconds

@@ -242,12 +242,12 @@ class Rewriter:
                 return await asyncio.wait_for(
                     self.backend.agenerate(generation_request), timeout=self.timeout_s
                 )
+            except VLMGuardError:
+                raise  # the backend's own typed error (its own timeout included) as it is
             except asyncio.TimeoutError as exc:
                 raise BackendTimeoutError(
                     f"the rewriter backend did not answer within {self.timeout_s} s"
                 ) from exc
-            except VLMGuardError:
-                raise
             except Exception as exc:  # a third-party backend's own error type
                 raise BackendError(f"the rewriter backend failed: {exc!r}") from exc
 

@@ -35,8 +35,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "vlmguard_plugins.testing_server needs fastapi and uvicorn: "
+        "pip install 'vlmguard-plugins[server]'"
+    ) from exc
 
 from .backends.base import Backend, Generation, GenerationRequest
 from .errors import VLMGuardError
@@ -137,9 +143,7 @@ class ReceivedRequest:
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "\n".join(
-        part.get("text", "") for part in content or [] if part.get("type") == "text"
-    )
+    return "\n".join(part.get("text", "") for part in content or [] if part.get("type") == "text")
 
 
 class _BadRequest(Exception):
@@ -360,7 +364,8 @@ class ChatCompletionServer:
             streaming = False
             try:
                 response = await self._answer(request, body)
-                streaming = hasattr(response, "body_iterator")
+                # A stream leaves the in-flight count when its last event is sent.
+                streaming = isinstance(response, StreamingResponse)
                 return response
             finally:
                 if not streaming:
@@ -411,7 +416,8 @@ class ChatCompletionServer:
         if delay and not await self._wait_unless_stopping(delay):
             return _error(503, "the server is shutting down", "server_error")
         try:
-            generation_request = self._to_generation_request(body)
+            # Decoding images blocks; other requests keep being served meanwhile.
+            generation_request = await asyncio.to_thread(self._to_generation_request, body)
             generation = await self.backend.agenerate(generation_request)
         except _BadRequest as exc:
             return _error(exc.status, str(exc), exc.error_type)
@@ -428,7 +434,9 @@ class ChatCompletionServer:
         }
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return self._stream(completion_id, text, finish_reason, usage if include_usage else None)
+            return self._stream(
+                completion_id, text, finish_reason, usage if include_usage else None
+            )
         return JSONResponse(
             {
                 "id": completion_id,
@@ -520,7 +528,9 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise _BadRequest(400, "message content must be a string or a list", "invalid_request_error")
+        raise _BadRequest(
+            400, "message content must be a string or a list", "invalid_request_error"
+        )
     parts: list[dict[str, Any]] = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None

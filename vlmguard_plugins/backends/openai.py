@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import itertools
+import logging
 import os
 import random
 import time
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 BASE_URL_ENV = "VLMGUARD_BASE_URL"
 API_KEY_ENVS = ("VLMGUARD_API_KEY", "OPENAI_API_KEY")
+logger = logging.getLogger(__name__)
+
 # vLLM, SGLang and Ollama accept any key when started without one; the SDK needs a value.
 PLACEHOLDER_API_KEY = "EMPTY"
 
@@ -57,6 +60,10 @@ class _LoopState:
 
     clients: dict[str, AsyncOpenAI] = field(default_factory=dict)
     semaphore: asyncio.Semaphore | None = None
+
+
+# Answers from a live server that another attempt may well fix.
+_RETRYABLE = (RateLimitError, BackendUnavailableError, BackendTimeoutError)
 
 
 class _RetryableFailure(Exception):
@@ -132,9 +139,11 @@ class OpenAIBackend:
             ``VLMGUARD_BASE_URL`` or ``http://localhost:8000/v1``.
         api_key: defaults to ``VLMGUARD_API_KEY``, then ``OPENAI_API_KEY``, then a
             placeholder (servers started without ``--api-key`` accept any).
-        timeout_s: time limit of one HTTP request; a slower answer is retried.
+        timeout_s: time limit of one HTTP request; a slower answer is retried.  Keep
+            it well under the Rewriter's own ``timeout_s`` (60 s), which bounds the
+            whole call, retries included.
         connect_timeout_s: time limit to open a connection to a replica.
-        max_retries: further attempts after a 429, a 5xx, a timeout, a malformed
+        max_retries: further attempts after a 429, a 5xx, a timeout (or 408), a malformed
             answer or every replica being unreachable.  401/403, 404 and other 4xx are
             not retried.
         backoff_s / max_backoff_s: the exponential backoff: attempt ``n`` waits a random
@@ -170,7 +179,7 @@ class OpenAIBackend:
         *,
         base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = 20.0,
         connect_timeout_s: float = 5.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
@@ -237,6 +246,7 @@ class OpenAIBackend:
                 delay = self._delay(attempt - 1, failure.retry_after_s)
                 if delay is None:
                     break
+                logger.info("retry %d/%d in %.2f s: %s", attempt, self.max_retries, delay, failure)
                 await asyncio.sleep(delay)
             try:
                 return await self._attempt(payload, request)
@@ -294,7 +304,7 @@ class OpenAIBackend:
     async def _content(self, parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
         if all(part.get("type") == "text" for part in parts):
             # Plain strings are understood by every server (Ollama's system role included).
-            return "\n".join(part["text"] for part in parts)
+            return "".join(part["text"] for part in parts)
         content: list[dict[str, Any]] = []
         for part in parts:
             if part.get("type") == "image":
@@ -316,6 +326,7 @@ class OpenAIBackend:
                 return await self._send(replica, payload, request)
             except _ReplicaUnreachable as exc:
                 replica.down_until = time.monotonic() + self.failover_cooldown_s
+                logger.warning("rewriter replica unreachable, failing over: %s", exc)
                 unreachable.append(str(exc))
         tried = "; ".join(unreachable)
         raise _RetryableFailure(
@@ -344,7 +355,7 @@ class OpenAIBackend:
                 ) from exc
             except openai.APIStatusError as exc:
                 error = self._status_error(exc, where)
-                if isinstance(error, (RateLimitError, BackendUnavailableError)):
+                if isinstance(error, _RETRYABLE):
                     retry_after = _retry_after_seconds(exc.response.headers)
                     raise _RetryableFailure(error, retry_after) from exc
                 raise error from exc
@@ -352,6 +363,8 @@ class OpenAIBackend:
                 raise _RetryableFailure(
                     BadResponseError(f"{where} answered with a malformed body: {exc}")
                 ) from exc
+            except openai.OpenAIError as exc:  # anything else the SDK reports
+                raise BackendError(f"{where} failed: {exc}") from exc
         replica.down_until = 0.0
         return self._generation(completion, request, where)
 
@@ -380,7 +393,9 @@ class OpenAIBackend:
             return ModelNotFoundError(f"{detail} (check model= against GET /v1/models)")
         if status == 429:
             return RateLimitError(detail)
-        if status >= 500 or status == 408:
+        if status == 408:
+            return BackendTimeoutError(detail)
+        if status >= 500:
             return BackendUnavailableError(detail)
         return BackendError(detail)
 

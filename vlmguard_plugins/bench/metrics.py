@@ -14,7 +14,7 @@ nor a fail.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from inspect_ai.scorer import Metric, SampleScore, Score, ScoreReducer, metric, score_reducer
 
@@ -66,24 +66,41 @@ def rate() -> Metric:
     return compute
 
 
+def _reduce_by_key(scores: list[Score], combine: Callable[[list[object]], object]) -> Score:
+    dicts = [s.value for s in scores if isinstance(s.value, dict)]
+    keys = [k for k in SCORE_KEYS if any(k in d for d in dicts)]
+    value = {key: combine([d.get(key) for d in dicts]) for key in keys}
+    return Score(
+        value=value,  # type: ignore[arg-type]
+        answer=scores[0].answer,
+        explanation="\n---\n".join(s.explanation or "" for s in scores),
+        metadata={"epochs": dicts} if len(scores) > 1 else None,
+    )
+
+
 @score_reducer(name="majority_vote")
 def majority_vote() -> ScoreReducer:
     """Reduce the epochs of one sample key by key with :func:`majority` (SIUO's protocol)."""
 
     def reduce(scores: list[Score]) -> Score:
-        keys = [
-            k for k in SCORE_KEYS if any(isinstance(s.value, dict) and k in s.value for s in scores)
-        ]
-        value = {
-            key: majority([s.value.get(key) for s in scores if isinstance(s.value, dict)])
-            for key in keys
-        }
-        return Score(
-            value=value,  # type: ignore[arg-type]
-            answer=scores[0].answer,
-            explanation="\n---\n".join(s.explanation or "" for s in scores),
-            metadata={"epochs": [s.value for s in scores]},
-        )
+        return _reduce_by_key(scores, majority)
+
+    return reduce
+
+
+@score_reducer(name="judged_mean")
+def judged_mean_reducer() -> ScoreReducer:
+    """Reduce the epochs of one sample key by key with the mean of the judged values.
+
+    Unlike inspect's ``mean``, a key nobody judged stays ``None`` instead of becoming 0.
+    """
+
+    def reduce(scores: list[Score]) -> Score:
+        def combine(values: list[object]) -> float | None:
+            mean = judged_mean(values)
+            return None if math.isnan(mean) else mean
+
+        return _reduce_by_key(scores, combine)
 
     return reduce
 

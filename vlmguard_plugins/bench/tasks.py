@@ -19,7 +19,7 @@ from typing import Any
 
 from inspect_ai import Epochs, Task, task
 from inspect_ai.dataset import MemoryDataset
-from inspect_ai.model import GenerateConfig
+from inspect_ai.model import GenerateConfig, Model
 
 from ..errors import ConfigurationError
 from ..rewriter import Rewriter
@@ -34,7 +34,7 @@ from .datasets import (
     require_images,
 )
 from .defenses import DEFENSES, defense_solver
-from .metrics import majority_vote
+from .metrics import judged_mean_reducer, majority_vote
 from .scorers import JUDGES, judge_scorer
 
 SIUO_RESPONSES = 3
@@ -47,7 +47,7 @@ def _build(
     *,
     defense: str,
     judge: str,
-    judge_model: str | None,
+    judge_model: str | Model | None,
     missing_images: str,
     max_tokens: int,
     rewriter: Rewriter | None,
@@ -71,7 +71,7 @@ def _build(
         solver=defense_solver(defense, **kwargs),
         scorer=judge_scorer(benchmark, judge, judge_model),
         config=GenerateConfig(max_tokens=max_tokens),
-        epochs=epochs,
+        epochs=epochs or Epochs(1, judged_mean_reducer()),
         display_name=f"{data.name}/{defense}",
         metadata={
             "benchmark": benchmark,
@@ -91,7 +91,7 @@ def figstep(
     subset: str = "tiny",
     defense: str = "none",
     judge: str = "offline",
-    judge_model: str | None = None,
+    judge_model: str | Model | None = None,
     image_dir: str | None = None,
     missing_images: str = "error",
     max_tokens: int = 512,
@@ -115,7 +115,7 @@ def mm_safetybench(
     scenarios: Sequence[str] | None = None,
     defense: str = "none",
     judge: str = "offline",
-    judge_model: str | None = None,
+    judge_model: str | Model | None = None,
     image_dir: str | None = None,
     missing_images: str = "error",
     max_tokens: int = 512,
@@ -134,7 +134,7 @@ def vlguard(
     subset: str = "unsafes",
     defense: str = "none",
     judge: str = "offline",
-    judge_model: str | None = None,
+    judge_model: str | Model | None = None,
     image_dir: str | None = None,
     missing_images: str = "error",
     max_tokens: int = 512,
@@ -152,7 +152,7 @@ def siuo(
     data_dir: str,
     defense: str = "none",
     judge: str = "offline",
-    judge_model: str | None = None,
+    judge_model: str | Model | None = None,
     image_dir: str | None = None,
     missing_images: str = "error",
     max_tokens: int = 512,
@@ -175,7 +175,7 @@ def mmvet(
     data_dir: str,
     defense: str = "none",
     judge: str = "offline",
-    judge_model: str | None = None,
+    judge_model: str | Model | None = None,
     image_dir: str | None = None,
     missing_images: str = "error",
     max_tokens: int = 512,

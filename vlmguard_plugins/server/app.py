@@ -96,6 +96,39 @@ class _RequestMetrics:
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
 
 
+class _ConcurrencyLimit:
+    """ASGI middleware answering 503 (OpenAI-style) past ``limit`` API requests in flight.
+
+    ``/healthz`` and ``/metrics`` are not counted, so probes and scrapes still work
+    when the gateway is full.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = error_response(
+                503,
+                f"the gateway is serving its limit of {self.limit} requests; retry shortly",
+                type="server_error",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 async def _read_json_body(request: Request, limit: int) -> dict[str, Any]:
     too_large = GatewayError(
         413,
@@ -261,6 +294,8 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
             return await _relay_stream(upstream, metrics, body, chat.model, report, headers)
         return await _relay_whole(upstream, metrics, body, report, headers)
 
+    if settings.max_concurrent_requests is not None:
+        app.add_middleware(_ConcurrencyLimit, limit=settings.max_concurrent_requests)
     app.add_middleware(_RequestMetrics, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(
@@ -371,7 +406,6 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
-        limit_concurrency=settings.max_concurrent_requests,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         server_header=False,
     )

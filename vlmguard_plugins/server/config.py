@@ -88,7 +88,7 @@ class GatewaySettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_concurrent_requests: int | None = Field(
-        default=None, ge=1, description="Answer 503 past this many connections and requests."
+        default=None, ge=1, description="Answer 503 past this many API requests in flight."
     )
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="On shutdown, wait this long for requests in flight."

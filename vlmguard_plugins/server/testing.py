@@ -61,6 +61,9 @@ class FakeUpstream:
             first piece before the rest existed.
         model: the model id served.
         record: keep every request in :attr:`requests` (turn off for load runs).
+
+    :attr:`abandoned_streams` counts streams that ended before their last event (the
+    connection was closed by the other side, or ``break_after_chunks``).
     """
 
     chunks: list[str] = field(default_factory=lambda: ["The ", "answer ", "is ", "safe."])
@@ -74,6 +77,7 @@ class FakeUpstream:
     requests: list[ReceivedRequest] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     released_in_time: bool | None = None
+    abandoned_streams: int = 0
 
     def __post_init__(self) -> None:
         self.app = Starlette(
@@ -141,6 +145,16 @@ class FakeUpstream:
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     async def _events(self) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for event in self._scripted_events():
+                yield event
+            finished = True
+        finally:
+            if not finished:
+                self.abandoned_streams += 1
+
+    async def _scripted_events(self) -> AsyncIterator[bytes]:
         yield self._chunk({"role": "assistant", "content": ""})
         for number, piece in enumerate(self.chunks):
             if self.break_after_chunks is not None and number >= self.break_after_chunks:

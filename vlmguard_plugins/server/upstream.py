@@ -21,6 +21,8 @@ from .metrics import GatewayMetrics
 
 logger = logging.getLogger("vlmguard_plugins.server")
 
+KEEPALIVE_EXPIRY_S = 2.0
+
 
 class Upstream:
     """An OpenAI-compatible server the gateway forwards to.
@@ -53,7 +55,11 @@ class Upstream:
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                # Shorter than the usual server keep-alive (uvicorn, hence vLLM: 5 s), so
+                # the gateway does not pick a connection the upstream is about to close.
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
             ),
             transport=transport,
         )
@@ -78,7 +84,12 @@ class Upstream:
         request = self.client.build_request(method, path, content=content, headers=headers)
         started = time.perf_counter()
         try:
-            response = await self.client.send(request, stream=True)
+            try:
+                response = await self.client.send(request, stream=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A pooled keep-alive connection the upstream closed just as it was
+                # reused: nothing was answered, so send once more on a fresh one.
+                response = await self.client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             self.metrics.upstream_errors.labels(kind="timeout").inc()
             raise upstream_timeout(

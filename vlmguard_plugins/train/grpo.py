@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError
-from .sft import save_for_inference, set_model_init_kwargs, write_training_log
+from .sft import (
+    hardware_defaults,
+    save_for_inference,
+    set_model_init_kwargs,
+    write_training_log,
+)
 
 logger = logging.getLogger("vlmguard_plugins.train")
 
@@ -79,7 +84,7 @@ def make_parser() -> Any:
     from trl import GRPOConfig, ModelConfig, TrlParser
 
     parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="vlmguard train grpo")
-    parser.set_defaults(**GRPO_DEFAULTS)
+    parser.set_defaults(**GRPO_DEFAULTS, **hardware_defaults())
     return parser
 
 
@@ -119,7 +124,9 @@ def build_rewards(
         else:
             if target is None and script_args.target_model:
                 target = _backend(
-                    script_args.target_backend, script_args.target_model, script_args.target_base_url
+                    script_args.target_backend,
+                    script_args.target_model,
+                    script_args.target_base_url,
                 )
             if judge is None and script_args.judge_model:
                 judge = _backend(
@@ -182,10 +189,8 @@ def train_grpo(
     target: Any = None,
     judge: Any = None,
 ) -> Path:
-    """Train with GRPO and save; returns the folder of the saved model (with ``training_log.json``)."""
-    trainer = build_grpo_trainer(
-        script_args, training_args, model_args, target=target, judge=judge
-    )
+    """Train with GRPO and save; returns the saved model's folder (with ``training_log.json``)."""
+    trainer = build_grpo_trainer(script_args, training_args, model_args, target=target, judge=judge)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     output = save_for_inference(trainer, training_args.output_dir, script_args.merge_lora)
     write_training_log(trainer, output)

@@ -81,7 +81,9 @@ def read_source(
     elif fmt == "jsonl":
         samples = _read_jsonl(path, root)
     else:
-        raise TrainingDataError(f"unknown source format {fmt!r}; choose {' or '.join(SOURCE_FORMATS)}")
+        raise TrainingDataError(
+            f"unknown source format {fmt!r}; choose {' or '.join(SOURCE_FORMATS)}"
+        )
     return _unique_ids(samples)
 
 
@@ -120,7 +122,9 @@ def _read_vlguard(path: Path, root: Path) -> list[SourceSample]:
         record_id = str(record.get("id", number))
         image = root / _text(record.get("image"), where, "image")
         category = "/".join(
-            str(record[key]) for key in ("harmful_category", "harmful_subcategory") if record.get(key)
+            str(record[key])
+            for key in ("harmful_category", "harmful_subcategory")
+            if record.get(key)
         )
         for index, pair in enumerate(record["instr-resp"]):
             pair_where = f"{where} instr-resp {index}"

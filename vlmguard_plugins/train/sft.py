@@ -56,12 +56,19 @@ class SFTScriptArguments:
     )
 
 
+def hardware_defaults() -> dict[str, Any]:
+    """bf16 where the GPU supports it, fp32 elsewhere (TRL's bf16 default fails on CPU)."""
+    import torch
+
+    return {"bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())}
+
+
 def make_parser() -> Any:
     """TRL's argument parser for the three dataclasses, with our defaults."""
     from trl import ModelConfig, SFTConfig, TrlParser
 
     parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="vlmguard train sft")
-    parser.set_defaults(**SFT_DEFAULTS)
+    parser.set_defaults(**SFT_DEFAULTS, **hardware_defaults())
     return parser
 
 
@@ -86,23 +93,26 @@ def split_dataset(dataset: Any, eval_fraction: float, seed: int) -> tuple[Any, A
 
 
 def save_for_inference(trainer: Any, output_dir: str, merge_lora: bool) -> Path:
-    """Save the model and processor so ``load_backend("transformers", model=...)`` loads them."""
+    """Save the model and processor so ``load_backend("transformers", model=...)`` loads them.
+
+    LoRA adapters are merged first when ``merge_lora``; otherwise the trainer saves
+    (which gathers sharded DeepSpeed/FSDP weights, and keeps bare adapters as such).
+    """
     from peft import PeftModel
 
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel) and merge_lora:
-        model = model.merge_and_unload()
-    if trainer.accelerator.is_main_process:
-        unwrapped = trainer.accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(output_dir)
-        trainer.processing_class.save_pretrained(output_dir)
-    trainer.accelerator.wait_for_everyone()
+        merged = model.merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(output_dir)
+            trainer.processing_class.save_pretrained(output_dir)
+        trainer.accelerator.wait_for_everyone()
+    else:
+        trainer.save_model(output_dir)
     return Path(output_dir)
 
 
-def build_sft_trainer(
-    script_args: SFTScriptArguments, training_args: Any, model_args: Any
-) -> Any:
+def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model_args: Any) -> Any:
     """The configured ``trl.SFTTrainer`` on the synthesised dataset (not yet trained)."""
     from transformers import IntervalStrategy
     from trl import SFTTrainer, get_peft_config, get_quantization_config

@@ -48,8 +48,15 @@ def teacher_reply(request: GenerationRequest, risk: str = "medium") -> str:
     if "<features>" in text:
         return "<features>\n- the request could lead to harm given the image\n</features>"
     if "<cross_modal>" in text:
+        if risk == "none":
+            return (
+                "<textual>The text asks an everyday question.</textual>\n"
+                "<visual>The image shows an everyday object.</visual>\n"
+                "<cross_modal>Nothing risky arises from the combination.</cross_modal>\n"
+                "<risk>none</risk>"
+            )
         return (
-            f"<textual>The text asks: {instruction}</textual>\n"
+            "<textual>The text asks for details that could cause harm.</textual>\n"
             "<visual>The image shows an everyday object.</visual>\n"
             "<cross_modal>Together they could ask for unsafe details.</cross_modal>\n"
             f"<risk>{risk}</risk>"
@@ -89,7 +96,9 @@ def scripted_target(answer: str = "Here is some safe, general guidance.", **kwar
 
 def scripted_judge(safe: bool = True, helpful: bool = True, **kwargs: object) -> ScriptedBackend:
     """A judge with a fixed verdict."""
-    verdict = f"<safe>{'yes' if safe else 'no'}</safe>\n<helpful>{'yes' if helpful else 'no'}</helpful>"
+    verdict = (
+        f"<safe>{'yes' if safe else 'no'}</safe>\n<helpful>{'yes' if helpful else 'no'}</helpful>"
+    )
     return ScriptedBackend([verdict], **kwargs)  # type: ignore[arg-type]
 
 

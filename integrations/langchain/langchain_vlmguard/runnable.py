@@ -114,7 +114,11 @@ class VLMGuardRewriter(RunnableSerializable[GuardInput, GuardInput]):
     def invoke(
         self, input: GuardInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> GuardInput:
-        """Rewrite ``input`` and return it in the same form."""
+        """Rewrite ``input`` and return it in the same form.
+
+        Extra keyword arguments (such as a chat model's ``stop``) are accepted, so the
+        guard can stand where a chat model's arguments are passed, and ignored.
+        """
         return self._call_with_config(self._guard, input, config, run_type="chain")
 
     async def ainvoke(

@@ -79,6 +79,25 @@ def test_refused_image_sources_shield_the_prompt_and_keep_the_block(guard, backe
     assert backend.calls == []  # the rewriter model never saw an unchecked request
 
 
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "image", "url": "https://images.example.com/pills.png"},
+        {"type": "image", "source_type": "url", "url": "https://images.example.com/pills.png"},
+        {"type": "image", "source": {"type": "url", "url": "https://images.example.com/p.png"}},
+    ],
+    ids=["v1 url", "v0 url", "anthropic url"],
+)
+def test_url_image_blocks_go_through_the_url_policy(guard, backend, block):
+    message = HumanMessage(content=[{"type": "text", "text": QUESTION}, block])
+    (guarded,) = guard.invoke([message])
+    result = get_rewrite_result(guarded)
+    assert "remote image fetching is disabled" in result.fallback
+    assert "https://images.example.com/p" in result.fallback
+    assert guarded.content == [{"type": "text", "text": shield_prompt(QUESTION)}, block]
+    assert backend.calls == []
+
+
 def test_a_local_path_in_a_dict_image_is_refused_too(backend, tmp_path):
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not for the guard")
@@ -179,3 +198,11 @@ def test_on_error_is_a_configurable_field(failing_guard):
     assert blocked.content == BLOCK_INSTRUCTION
     with pytest.raises(BackendError):
         chain.invoke(QUESTION, {"configurable": {"on_error": "raise"}})
+
+
+async def test_a_slow_rewriter_times_out_into_the_policy(rewritten):
+    backend = ScriptedBackend.rewriting_to(rewritten, delay_s=5.0)
+    guard = VLMGuardRewriter(rewriter=Rewriter(backend=backend, timeout_s=0.05))
+    answer = await (guard | ParrotFakeChatModel()).ainvoke([HumanMessage(content=QUESTION)])
+    assert answer.content == shield_prompt(QUESTION)
+    assert get_rewrite_result(answer).fallback.startswith("BackendTimeoutError")

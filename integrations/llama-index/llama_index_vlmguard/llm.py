@@ -16,24 +16,29 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.llms import LLM
-from pydantic import Field, PrivateAttr, SerializeAsAny, field_validator
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
+from pydantic import Field, PrivateAttr, SerializeAsAny
 
-from vlmguard_plugins import RewriteRequest, Rewriter
-from vlmguard_plugins.policy import validate_policy
+from vlmguard_plugins import Rewriter, RewriteRequest, load_backend
+from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.types import FailurePolicyName
 
 from .events import dispatch_rewrite
 from .messages import GuardedMessages, aguard_messages, guard_messages
 
 
-class VLMGuardLLM(LLM):
+class VLMGuardLLM(FunctionCallingLLM):
     """Wraps an LLM so the last user message of every call is rewritten first.
 
     ``chat``/``achat``/``stream_chat``/``astream_chat`` rewrite the text blocks of
     the last user ``ChatMessage`` and keep its ``ImageBlock``s; ``complete`` and its
     variants rewrite the prompt string.  Everything else (metadata, streaming, the
     response objects) is the wrapped LLM's own, so pass the wrapped LLM wherever
-    LlamaIndex takes an LLM: a chat engine, or a multimodal query engine.
+    LlamaIndex takes an LLM: a chat engine, a multimodal query engine, or (when the
+    wrapped LLM supports function calling) an agent: ``chat_with_tools`` and
+    ``predict_and_call`` go through the guarded ``chat`` with the wrapped LLM's own
+    tool handling.
 
     Args:
         llm: the LLM (usually a vision-language model) that answers.
@@ -60,14 +65,35 @@ class VLMGuardLLM(LLM):
     def __init__(self, llm: LLM, rewriter: Rewriter, **kwargs: Any) -> None:
         # Prompt formatting (predict, structured outputs) follows the wrapped LLM's settings.
         kwargs.setdefault("system_prompt", llm.system_prompt)
+        kwargs.setdefault("messages_to_prompt", llm.messages_to_prompt)
+        kwargs.setdefault("completion_to_prompt", llm.completion_to_prompt)
         kwargs.setdefault("callback_manager", llm.callback_manager)
         super().__init__(llm=llm, **kwargs)
         self._rewriter = rewriter
 
-    @field_validator("on_error")
     @classmethod
-    def _known_policy(cls, value: str | None) -> str | None:
-        return validate_policy(value) if value else None
+    def from_backend(
+        cls,
+        llm: LLM,
+        name: str,
+        *,
+        rewriter_options: dict[str, Any] | None = None,
+        on_error: FailurePolicyName | None = None,
+        allow_local_files: bool = True,
+        **backend_options: Any,
+    ) -> VLMGuardLLM:
+        """Wrap ``llm`` with a rewriter on the backend ``name`` (as for ``load_backend``).
+
+        Example::
+
+            VLMGuardLLM.from_backend(
+                vlm, "openai", model="vlmguard-r1", base_url="http://localhost:8000/v1"
+            )
+        """
+        rewriter = Rewriter(load_backend(name, **backend_options), **(rewriter_options or {}))
+        return cls(
+            llm=llm, rewriter=rewriter, on_error=on_error, allow_local_files=allow_local_files
+        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -149,3 +175,51 @@ class VLMGuardLLM(LLM):
     ) -> CompletionResponseAsyncGen:
         guarded = await self._aguard_prompt(prompt)
         return await self.llm.astream_complete(guarded, formatted=formatted, **kwargs)
+
+    # -- function calling: the wrapped LLM's own tool handling, around the guarded chat --
+
+    def _function_calling_llm(self) -> FunctionCallingLLM:
+        if not isinstance(self.llm, FunctionCallingLLM):
+            raise ConfigurationError(
+                f"the wrapped LLM ({type(self.llm).__name__}) does not support function calling"
+            )
+        return self.llm
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        # The compat entry point copes with LLM integrations that predate `tool_required`.
+        return self._function_calling_llm()._prepare_chat_with_tools_compat(
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
+        )
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[Any],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        return self._function_calling_llm()._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        return self._function_calling_llm().get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.utils import resolve_binary
 
-from vlmguard_plugins import HistoryTurn, RewriteRequest, RewriteResult, Rewriter
+from vlmguard_plugins import HistoryTurn, Rewriter, RewriteRequest, RewriteResult
 from vlmguard_plugins.errors import ImageInputError, URLPolicyError, VLMGuardError
 from vlmguard_plugins.policy import apply_failure_policy, validate_policy
 from vlmguard_plugins.types import MAX_HISTORY_TURNS, FailurePolicyName
@@ -79,11 +79,11 @@ def guard_messages(
         guarded = guard_messages(messages, rewriter)
         response = llm.chat(guarded.messages)
     """
-    target = _find_target(messages, allow_local_files)
+    target = _find_target(messages, rewriter, allow_local_files)
     if target is None:
         return GuardedMessages(list(messages), None)
     if target.image_error is not None:
-        result = _fail(target, rewriter, on_error)
+        result = _fail(target.image_error, target.request.text, rewriter, on_error)
     else:
         result = rewriter.rewrite(target.request, on_error=on_error)
     return _rebuild(messages, target, result)
@@ -97,11 +97,11 @@ async def aguard_messages(
     allow_local_files: bool = True,
 ) -> GuardedMessages:
     """Rewrite the last user message of ``messages`` (asynchronous); see :func:`guard_messages`."""
-    target = _find_target(messages, allow_local_files)
+    target = _find_target(messages, rewriter, allow_local_files)
     if target is None:
         return GuardedMessages(list(messages), None)
     if target.image_error is not None:
-        result = _fail(target, rewriter, on_error)
+        result = _fail(target.image_error, target.request.text, rewriter, on_error)
     else:
         result = await rewriter.arewrite(target.request, on_error=on_error)
     return _rebuild(messages, target, result)
@@ -114,8 +114,12 @@ def message_text(message: ChatMessage) -> str:
     )
 
 
-def image_source(block: ImageBlock) -> Any:
+def image_source(block: ImageBlock, max_bytes: int | None = None) -> Any:
     """What the core loader should read for ``block``: bytes, a ``Path`` or a URL string.
+
+    A file-like ``image`` is read from its start, at most ``max_bytes + 1`` bytes (enough
+    for the core to refuse an oversized image without reading all of it), and left at
+    the position it had.
 
     Raises:
         ImageInputError: the block holds no image at all.
@@ -124,7 +128,7 @@ def image_source(block: ImageBlock) -> Any:
     if isinstance(block.image, IOBase):
         position = block.image.tell()
         block.image.seek(0)
-        data = block.image.read()
+        data = block.image.read(-1 if max_bytes is None else max_bytes + 1)
         block.image.seek(position)  # the LLM reads the same stream after us
         return data
     if block.image:
@@ -143,7 +147,9 @@ def image_source(block: ImageBlock) -> Any:
     raise ImageInputError("an ImageBlock holds no image: set its image, path or url")
 
 
-def _find_target(messages: Sequence[ChatMessage], allow_local_files: bool) -> _Target | None:
+def _find_target(
+    messages: Sequence[ChatMessage], rewriter: Rewriter, allow_local_files: bool
+) -> _Target | None:
     index = next(
         (i for i in reversed(range(len(messages))) if messages[i].role == MessageRole.USER),
         None,
@@ -155,7 +161,7 @@ def _find_target(messages: Sequence[ChatMessage], allow_local_files: bool) -> _T
     for block in messages[index].blocks:
         if isinstance(block, ImageBlock):
             try:
-                images.append(image_source(block))
+                images.append(image_source(block, rewriter.image_limits.max_bytes))
             except VLMGuardError as error:
                 image_error = image_error or error
     request = RewriteRequest(
@@ -180,11 +186,11 @@ def _history(messages: Sequence[ChatMessage]) -> list[HistoryTurn]:
 
 
 def _fail(
-    target: _Target, rewriter: Rewriter, on_error: FailurePolicyName | None
+    error: VLMGuardError, text: str, rewriter: Rewriter, on_error: FailurePolicyName | None
 ) -> RewriteResult:
+    """The failure policy's answer to an image the guard could not even hand to the core."""
     policy = validate_policy(on_error) if on_error else rewriter.on_error
-    assert target.image_error is not None
-    return apply_failure_policy(policy, target.request.text, target.image_error)
+    return apply_failure_policy(policy, text, error)
 
 
 def _rebuild(

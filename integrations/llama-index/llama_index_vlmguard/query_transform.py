@@ -9,7 +9,7 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import QueryBundle, QueryType
 
-from vlmguard_plugins import RewriteRequest, RewriteResult, Rewriter
+from vlmguard_plugins import Rewriter, RewriteRequest, RewriteResult, load_backend
 from vlmguard_plugins.policy import validate_policy
 from vlmguard_plugins.types import FailurePolicyName
 
@@ -19,7 +19,7 @@ PROMPT_KEY = "rewriter_prompt"
 """Name of the rewriter's system prompt in ``get_prompts()`` / ``update_prompts()``."""
 
 IMAGES_METADATA_KEY = "images"
-"""Key of extra images in the transform metadata (``TransformQueryEngine(transform_metadata=...)``)."""
+"""Key of extra images in the transform metadata (``TransformQueryEngine(transform_metadata)``)."""
 
 
 class VLMGuardQueryTransform(BaseQueryTransform):
@@ -59,6 +59,33 @@ class VLMGuardQueryTransform(BaseQueryTransform):
         self.on_error: FailurePolicyName | None = validate_policy(on_error) if on_error else None
         self.allow_local_files = allow_local_files
 
+    @classmethod
+    def from_backend(
+        cls,
+        name: str,
+        *,
+        rewriter_options: dict[str, Any] | None = None,
+        retrieve_with_original: bool = True,
+        on_error: FailurePolicyName | None = None,
+        allow_local_files: bool = True,
+        **backend_options: Any,
+    ) -> VLMGuardQueryTransform:
+        """Build the backend (as for ``load_backend``), the rewriter and the transform.
+
+        Example::
+
+            VLMGuardQueryTransform.from_backend(
+                "openai", model="vlmguard-r1", base_url="http://localhost:8000/v1"
+            )
+        """
+        rewriter = Rewriter(load_backend(name, **backend_options), **(rewriter_options or {}))
+        return cls(
+            rewriter,
+            retrieve_with_original=retrieve_with_original,
+            on_error=on_error,
+            allow_local_files=allow_local_files,
+        )
+
     # -- prompt mixin ---------------------------------------------------------------------
 
     def _get_prompts(self) -> PromptDictType:
@@ -71,7 +98,9 @@ class VLMGuardQueryTransform(BaseQueryTransform):
     # -- the transform --------------------------------------------------------------------
 
     def _run(self, query_bundle: QueryBundle, metadata: dict[str, Any]) -> QueryBundle:
-        result = self.rewriter.rewrite(self._request(query_bundle, metadata), on_error=self.on_error)
+        result = self.rewriter.rewrite(
+            self._request(query_bundle, metadata), on_error=self.on_error
+        )
         return self._bundle(query_bundle, result)
 
     async def arun(

@@ -12,9 +12,8 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
 from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
-from PIL import Image
-
 from llama_index_vlmguard import VLMGuardRewriteEvent
+from PIL import Image
 
 
 class EventRecorder(BaseEventHandler):

@@ -11,15 +11,17 @@ from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.query_engine import TransformQueryEngine
 from llama_index.core.schema import QueryBundle, TextNode
-
 from llama_index_vlmguard import VLMGuardQueryTransform
-from vlmguard_plugins import BLOCK_INSTRUCTION, Rewriter, shield_prompt
+
+from vlmguard_plugins import BLOCK_INSTRUCTION, Rewriter, Risk, shield_prompt
 from vlmguard_plugins.errors import (
     BackendError,
+    ConfigurationError,
     ImageDecodeError,
     RewriteParseError,
     URLPolicyError,
 )
+from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.testing import ScriptedBackend
 
 QUESTION = "What is the quickest way to use this on someone?"
@@ -215,8 +217,6 @@ def test_a_corrupt_image_is_a_typed_error(index, vlm):
 
 
 def test_an_unknown_policy_is_refused_at_construction():
-    from vlmguard_plugins.errors import ConfigurationError
-
     with pytest.raises(ConfigurationError, match="unknown failure policy"):
         VLMGuardQueryTransform(Rewriter(ScriptedBackend()), on_error="ignore")  # type: ignore[arg-type]
 
@@ -227,3 +227,16 @@ def test_backend_error_type_is_kept_under_raise(index, vlm):
     )
     with pytest.raises(BackendError, match="down"):
         make_engine(index, vlm, transform).query(QUESTION)
+
+
+def test_from_backend_builds_the_rewriter(index, vlm):
+    transform = VLMGuardQueryTransform.from_backend(
+        "scripted",
+        outputs=[format_output("textual: risky", Risk.HIGH, REWRITE)],
+        rewriter_options={"timeout_s": 5.0},
+        on_error="raise",
+    )
+    make_engine(index, vlm, transform).query(QUESTION)
+
+    assert REWRITE in user_text(vlm)
+    assert transform.rewriter.timeout_s == 5.0 and transform.on_error == "raise"

@@ -18,6 +18,7 @@ from vlmguard_plugins.types import HistoryTurn
 
 UserMessage = str | list[dict[str, Any]]
 
+TEXT_PART_TYPES = frozenset({"text", "input_text"})
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image"})
 
 
@@ -32,7 +33,7 @@ def message_text(message: Any) -> str:
             part["text"]
             for part in message
             if isinstance(part, dict)
-            and part.get("type") == "text"
+            and part.get("type") in TEXT_PART_TYPES
             and isinstance(part.get("text"), str)
         )
     raise InputError(
@@ -42,13 +43,23 @@ def message_text(message: Any) -> str:
 
 
 def message_images(message: Any) -> list[Any]:
-    """The image sources of a user message, in order (URL strings as sent; never fetched here)."""
+    """The image sources of a user message, in order (URL strings as sent; never fetched here).
+
+    A part the rewriter cannot see (audio, a file, anything but text and images) is an
+    :class:`InputError`: content that was never checked must not pass as if it had been.
+    """
     if not isinstance(message, list):
         return []
     images = []
     for part in message:
-        if not isinstance(part, dict) or part.get("type") not in IMAGE_PART_TYPES:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in TEXT_PART_TYPES:
             continue
+        if kind not in IMAGE_PART_TYPES:
+            raise InputError(
+                f"the message has a content part the rewriter cannot check (type {kind!r}); "
+                "only text and image parts are supported"
+            )
         source = part.get("image_url")
         if isinstance(source, dict):
             source = source.get("url")
@@ -69,7 +80,7 @@ def with_text(message: Any, text: str) -> UserMessage:
     rewritten: list[dict[str, Any]] = []
     placed = False
     for part in message:
-        if isinstance(part, dict) and part.get("type") == "text":
+        if isinstance(part, dict) and part.get("type") in TEXT_PART_TYPES:
             if not placed:
                 rewritten.append({**part, "text": text})
                 placed = True

@@ -80,6 +80,9 @@ class VLMGuardRail:
         """Rewrite ``user_message`` (a string or a list of content parts)."""
         try:
             text = message_text(user_message)
+        except InputError as error:
+            return self._refused(user_message, "", error)
+        try:
             request = RewriteRequest(
                 text=text,
                 images=message_images(user_message),
@@ -87,9 +90,10 @@ class VLMGuardRail:
                 allow_local_files=False,
             )
         except InputError as error:
-            # A message that cannot even be read still gets the failure policy, never a pass.
-            text = user_message if isinstance(user_message, str) else ""
-            return VLMGuardRewrite.from_result(
-                user_message, apply_failure_policy(self.rewriter.on_error, text, error)
-            )
+            return self._refused(user_message, text, error)
         return VLMGuardRewrite.from_result(user_message, await self.rewriter.arewrite(request))
+
+    def _refused(self, user_message: Any, text: str, error: InputError) -> VLMGuardRewrite:
+        # A message that cannot be read in full still gets the failure policy, never a pass.
+        result = apply_failure_policy(self.rewriter.on_error, text, error)
+        return VLMGuardRewrite.from_result(user_message, result)

@@ -32,7 +32,8 @@ class VLMGuardSettings(BaseModel):
         backend: the backend name given to :func:`vlmguard_plugins.load_backend`.
         model: the rewriter model (a hub id or folder for ``transformers``, the served
             model name for ``openai``).
-        base_url: the OpenAI-compatible server's URL (``openai`` backend).
+        base_url: the OpenAI-compatible server's URL, or a list of replicas (``openai``
+            backend).
         backend_options: further keyword arguments for the backend.
         on_error: the failure policy; ``block`` makes the rail refuse.
         timeout_s: time limit for one rewrite; past it the failure policy applies.
@@ -48,7 +49,7 @@ class VLMGuardSettings(BaseModel):
 
     backend: str
     model: str | None = None
-    base_url: str | None = None
+    base_url: str | list[str] | None = None
     backend_options: dict[str, Any] = Field(default_factory=dict)
     on_error: FailurePolicyName = "shield"
     timeout_s: float | None = 60.0

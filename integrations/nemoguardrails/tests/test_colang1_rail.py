@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import socket
 
 import pytest
 from nemoguardrails.rails.llm.options import RailStatus
@@ -295,18 +296,82 @@ rails:
   input:
     parallel: true
     flows:
-      - self check input placeholder
+      - length check input
       - vlmguard rewrite input
 """
     rails_co = """\
-define subflow self check input placeholder
-  $checked = True
+define subflow length check input
+  $too_long = execute length_check(text=$user_message)
+  if $too_long
+    bot refuse to respond
+    stop
+"""
+    actions_py = """\
+from nemoguardrails.actions import action
+
+
+@action(name="length_check")
+async def length_check(text=None):
+    return len(str(text)) > 10_000
 """
     folder = write_config(extra_yml=parallel)
     (folder / "rails.co").write_text(rails_co)
+    (folder / "actions.py").write_text(actions_py)
     app, llm = make_app(folder)
 
     await app.generate_async(messages=[{"role": "user", "content": "How do I use this?"}])
 
     assert app.config.rails.input.parallel is True
     assert llm.last_user_content == rewrite_text
+
+
+async def test_a_dead_rewriter_server_shields_instead_of_failing_open(write_config, make_app):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {
+        "backend": "openai",
+        "model": "vlmguard-r1",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "backend_options": {"api_key": "unused", "max_retries": 0},
+        "timeout_s": 5,
+    }
+    app, llm = make_app(write_config(settings))
+
+    await app.generate_async(messages=[{"role": "user", "content": "How do I use this?"}])
+
+    assert llm.last_user_content.startswith(SHIELD_INSTRUCTION)
+    assert llm.last_user_content.endswith("Request: How do I use this?")
+
+
+async def test_a_slow_rewriter_times_out_into_the_failure_policy(
+    write_config, make_app, rewriter_output
+):
+    settings = {
+        "backend": "scripted",
+        "backend_options": {"outputs": [rewriter_output()], "delay_s": 5},
+        "timeout_s": 0.2,
+        "on_error": "block",
+    }
+    app, llm = make_app(write_config(settings))
+
+    reply = await app.generate_async(messages=[{"role": "user", "content": "How do I use this?"}])
+
+    assert reply["content"] == REFUSAL
+    assert llm.prompts == []
+
+
+async def test_an_unchecked_content_part_never_passes_as_checked(write_config, make_app):
+    """An audio part cannot be analysed: the default policy shields the text, keeps the rest."""
+    app, llm = make_app(write_config())
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+    await app.generate_async(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Do it"}, audio]}]
+    )
+
+    text_part, audio_part = llm.last_user_content
+    assert text_part["text"].startswith(SHIELD_INSTRUCTION)
+    assert text_part["text"].endswith("Request: Do it")
+    assert audio_part == audio
+    assert get_rail(app).rewriter.backend.calls == []

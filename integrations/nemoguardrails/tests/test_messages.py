@@ -42,6 +42,24 @@ def test_an_image_only_message_gets_the_rewrite_as_a_leading_text_part():
     ]
 
 
+def test_responses_api_parts_are_read_too():
+    message = [
+        {"type": "input_text", "text": "What is it?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,CCCC"},
+    ]
+
+    assert message_text(message) == "What is it?"
+    assert message_images(message) == ["data:image/png;base64,CCCC"]
+    assert with_text(message, "safe")[0] == {"type": "input_text", "text": "safe"}
+
+
+def test_a_part_the_rewriter_cannot_see_is_an_input_error():
+    audio = {"type": "input_audio", "input_audio": {"data": "...", "format": "wav"}}
+
+    with pytest.raises(InputError, match="input_audio"):
+        message_images([{"type": "text", "text": "Listen"}, audio])
+
+
 def test_a_string_message_stays_a_string():
     assert message_text("hello") == "hello"
     assert message_images("hello") == []

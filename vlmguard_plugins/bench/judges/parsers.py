@@ -89,7 +89,7 @@ def parse_helpfulness(reply: str) -> bool:
     raise JudgeParseError("helpfulness (yes/no)", reply)
 
 
-_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)")
+_NUMBER = re.compile(r"(?<![\d.])(-?\d+(?:\.\d+)?)")
 
 
 def parse_mmvet_score(reply: str) -> float:

@@ -1,0 +1,81 @@
+"""``vlmguard bench prepare|run|report`` as a user runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from vlmguard_plugins.cli import app
+
+runner = CliRunner()
+
+
+def test_run_then_report(data_dir: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    result = runner.invoke(
+        app,
+        [
+            "bench", "run",
+            "--task", "figstep",
+            "--target", "mockllm/model",
+            "--defense", "none",
+            "--defense", "static_shield",
+            "--data-dir", str(data_dir),
+            "--log-dir", str(logs),
+            "--limit", "2",
+            "--display", "none",
+            "--retry-attempts", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "figstep-tiny / none / mockllm/model: success" in result.output
+    assert "figstep-tiny / static_shield / mockllm/model: success" in result.output
+    assert f"inspect view --log-dir {logs}" in result.output
+
+    result = runner.invoke(app, ["bench", "report", str(logs), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "benchmark summary" in result.output
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| static_shield | mockllm/model | all | 2 |" in summary
+    for name in ("figstep-tiny.md", "figstep-tiny.csv", "figstep-tiny.png", "summary.md"):
+        assert (tmp_path / "report" / name).is_file()
+
+
+def test_missing_images_are_reported_not_skipped(data_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench", "run", "--task", "siuo", "--target", "mockllm/model",
+            "--defense", "none", "--data-dir", str(data_dir), "--log-dir", str(tmp_path),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "MissingImagesError" in result.output
+    assert "20 of 20 records have no image file" in result.output
+    assert "S-01.png" in result.output
+
+
+def test_bad_choices_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    common = ["--target", "mockllm/model", "--data-dir", str(data_dir), "--log-dir", str(tmp_path)]
+    result = runner.invoke(
+        app, ["bench", "run", "--task", "figstep", "--defense", "magic", *common]
+    )
+    assert result.exit_code == 2 and "unknown defence 'magic'" in result.output
+    result = runner.invoke(app, ["bench", "run", "--task", "vlguard:everything", *common])
+    assert result.exit_code == 2 and "unknown subset 'everything'" in result.output
+    result = runner.invoke(app, ["bench", "report", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "no inspect logs" in result.output
+
+
+def test_prepare_renders_typo_images(data_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench", "prepare", "--data-dir", str(data_dir), "--out", str(tmp_path),
+            "--scenario", "01-Illegal_Activitiy",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote 97 TYPO images" in result.output
+    assert len(list((tmp_path / "01-Illegal_Activitiy" / "TYPO").glob("*.jpg"))) == 97

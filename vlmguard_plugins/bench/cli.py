@@ -1,0 +1,253 @@
+"""``vlmguard bench``: prepare data, run benchmarks, report results.
+
+Imports nothing heavy at module import (inspect_ai, torch and matplotlib load inside
+the commands), so ``vlmguard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Measure a guard on a VLM: SIUO, MM-SafetyBench, VLGuard, FigStep, MM-Vet.",
+    no_args_is_help=True,
+)
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="VLMGUARD_DATA_DIR",
+        help="Folder with the benchmarks' published files (figstep/, siuo/, ...).",
+    ),
+]
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{option} takes KEY=VALUE, got {item!r}")
+        result[key.strip()] = _literal(value.strip())
+    return result
+
+
+def _literal(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@bench_app.command()
+def prepare(
+    data_dir: DataDir = Path("benchmarks"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the images (default <data-dir>/mm-safetybench/imgs)."),
+    ] = None,
+    scenario: Annotated[
+        list[str] | None, typer.Option(help="Only this scenario (repeatable).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Redraw images that exist.")] = False,
+) -> None:
+    """Render MM-SafetyBench's TYPO images (the key phrases drawn as text) locally."""
+    from ..errors import VLMGuardError
+    from .typo import render_typo_images
+
+    with Progress(
+        TextColumn("[bold]TYPO images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("render", total=None)
+        try:
+            written = render_typo_images(
+                data_dir,
+                out,
+                scenarios=scenario,
+                overwrite=overwrite,
+                progress=lambda done, total: progress.update(bar, completed=done, total=total),
+            )
+        except VLMGuardError as exc:
+            raise _fail(exc) from exc
+    target = out or data_dir / "mm-safetybench" / "imgs"
+    console.print(f"wrote {len(written)} TYPO images under {target}")
+
+
+@bench_app.command()
+def run(
+    task: Annotated[
+        list[str],
+        typer.Option(
+            help="siuo, mm_safetybench[:tiny], vlguard[:unsafes|safe_unsafes|safe_safes], "
+            "figstep[:tiny|full], mmvet (repeatable)."
+        ),
+    ],
+    target: Annotated[
+        list[str],
+        typer.Option(
+            help="inspect model: openai-api/<service>/<model> (vLLM), "
+            "vlmguard-transformers/<model or folder>, ... (repeatable)."
+        ),
+    ],
+    defense: Annotated[
+        list[str], typer.Option(help="none, static_shield, ecso, vlmguard (repeatable).")
+    ] = ["none", "vlmguard"],  # noqa: B006 (typer needs a list default)
+    judge: Annotated[str, typer.Option(help="offline, published or paper.")] = "offline",
+    judge_model: Annotated[
+        str | None, typer.Option(help="inspect model for the judge (e.g. openai-api/vllm/...).")
+    ] = None,
+    data_dir: DataDir = Path("benchmarks"),
+    log_dir: Annotated[Path, typer.Option(help="Where the inspect logs go.")] = Path("logs/bench"),
+    rewriter_backend: Annotated[
+        str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
+    ] = "openai",
+    rewriter_model: Annotated[
+        str | None, typer.Option(envvar="VLMGUARD_MODEL", help="The rewriter model.")
+    ] = None,
+    rewriter_base_url: Annotated[
+        str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
+    ] = None,
+    rewriter_arg: Annotated[
+        list[str] | None, typer.Option(help="Extra rewriter backend argument KEY=VALUE.")
+    ] = None,
+    target_arg: Annotated[
+        list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")
+    ] = None,
+    image_dir: Annotated[
+        list[str] | None,
+        typer.Option(help="TASK=FOLDER: where a task's images are (e.g. siuo=/data/siuo/images)."),
+    ] = None,
+    skip_missing_images: Annotated[
+        bool, typer.Option(help="Run without records whose image is missing (listed in a warning).")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples per task.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest target answer.")] = 512,
+    max_connections: Annotated[
+        int | None, typer.Option(help="Concurrent requests per model.")
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option(help="Concurrent samples per task.")] = None,
+    max_tasks: Annotated[int | None, typer.Option(help="Tasks run at the same time.")] = None,
+    retry_attempts: Annotated[
+        int | None, typer.Option(help="Retries of a failed task within this run.")
+    ] = None,
+    display: Annotated[
+        str | None, typer.Option(help="inspect display: full, rich, plain, none.")
+    ] = None,
+) -> None:
+    """Run tasks x defences x targets as one resumable inspect eval set (rerun to resume)."""
+    from ..errors import VLMGuardError
+    from .run import run_benchmark
+
+    rewriter_args = _pairs(rewriter_arg, "--rewriter-arg")
+    if rewriter_model:
+        rewriter_args["model"] = rewriter_model
+    if rewriter_base_url:
+        rewriter_args["base_url"] = rewriter_base_url
+    try:
+        success, logs = run_benchmark(
+            task,
+            target,
+            defense,
+            data_dir=data_dir,
+            log_dir=log_dir,
+            judge=judge,
+            judge_model=judge_model,
+            rewriter_backend=rewriter_backend,
+            rewriter_args=rewriter_args,
+            missing_images="skip" if skip_missing_images else "error",
+            max_tokens=max_tokens,
+            image_dirs={k: str(v) for k, v in _pairs(image_dir, "--image-dir").items()},
+            limit=limit,
+            target_args=_pairs(target_arg, "--target-arg"),
+            max_connections=max_connections,
+            max_samples=max_samples,
+            max_tasks=max_tasks,
+            retry_attempts=retry_attempts,
+            display=display,
+        )
+    except VLMGuardError as exc:
+        raise _fail(exc) from exc
+    for log in logs:
+        meta = log.eval.metadata or {}
+        console.print(
+            f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
+            f"{log.status}",
+            soft_wrap=True,
+        )
+    console.print(f"logs: {log_dir}", soft_wrap=True)
+    console.print(f"view them with: inspect view --log-dir {log_dir}", soft_wrap=True)
+    if not success:
+        err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
+        raise typer.Exit(code=1)
+
+
+@bench_app.command()
+def report(
+    log_dir: Annotated[Path, typer.Argument(help="The folder given to `bench run --log-dir`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the report (default LOG_DIR/report).")
+    ] = None,
+) -> None:
+    """Markdown and CSV tables per task, defence, target and category, and PNG plots."""
+    from rich.table import Table
+
+    from ..errors import VLMGuardError
+    from .report import ALL, build_report, collect_rows
+
+    try:
+        written = build_report(log_dir, out)
+        rows = [r for r in collect_rows(log_dir) if r.category == ALL]
+    except VLMGuardError as exc:
+        raise _fail(exc) from exc
+    table = Table(title="benchmark summary")
+    for column in ("task", "defense", "target", "n", "safety %", "helpful %", "ASR %", "rw ms"):
+        table.add_column(column)
+
+    def pct(value: float) -> str:
+        return "-" if value != value else f"{100 * value:.1f}"
+
+    for row in rows:
+        table.add_row(
+            row.task,
+            row.defense,
+            row.target,
+            str(row.samples),
+            pct(row.safety_rate),
+            pct(row.helpfulness),
+            pct(row.attack_success_rate),
+            "-"
+            if row.rewriter_latency_ms != row.rewriter_latency_ms
+            else f"{row.rewriter_latency_ms:.0f}",
+        )
+    console.print(table)
+    for path in written:
+        console.print(f"wrote {path}", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``bench`` command group to the ``vlmguard`` app."""
+    app.add_typer(bench_app, name="bench")

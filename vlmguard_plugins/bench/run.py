@@ -1,0 +1,127 @@
+"""Run benchmarks: every task x defence x target as one resumable inspect eval set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from inspect_ai import Task, eval_set
+from inspect_ai.log import EvalLog
+from inspect_ai.model import Model
+
+from ..errors import ConfigurationError
+from ..rewriter import Rewriter
+from . import provider as _provider  # noqa: F401  (registers the vlmguard-transformers provider)
+from .errors import JudgeError
+from .tasks import build_task
+
+
+def build_tasks(
+    tasks: Sequence[str],
+    defenses: Sequence[str],
+    *,
+    data_dir: str | Path,
+    judge: str = "offline",
+    judge_model: str | Model | None = None,
+    rewriter: Rewriter | None = None,
+    rewriter_backend: str = "openai",
+    rewriter_args: dict[str, Any] | None = None,
+    missing_images: str = "error",
+    max_tokens: int = 512,
+    image_dirs: dict[str, str] | None = None,
+) -> list[Task]:
+    """One inspect task per task spec (``figstep``, ``vlguard:unsafes``...) and defence."""
+    if not tasks or not defenses:
+        raise ConfigurationError("give at least one task and one defence")
+    built: list[Task] = []
+    for spec in tasks:
+        name = spec.partition(":")[0].replace("-", "_")
+        image_dir = (image_dirs or {}).get(name)
+        for defense in defenses:
+            built.extend(
+                build_task(
+                    spec,
+                    data_dir=str(data_dir),
+                    defense=defense,
+                    judge=judge,
+                    judge_model=judge_model,
+                    image_dir=image_dir,
+                    missing_images=missing_images,
+                    max_tokens=max_tokens,
+                    rewriter=rewriter if defense == "vlmguard" else None,
+                    rewriter_backend=rewriter_backend,
+                    rewriter_args=rewriter_args if defense == "vlmguard" else None,
+                )
+            )
+    return built
+
+
+def run_benchmark(
+    tasks: Sequence[str],
+    targets: Sequence[str | Model],
+    defenses: Sequence[str] = ("none", "vlmguard"),
+    *,
+    data_dir: str | Path,
+    log_dir: str | Path,
+    judge: str = "offline",
+    judge_model: str | Model | None = None,
+    rewriter: Rewriter | None = None,
+    rewriter_backend: str = "openai",
+    rewriter_args: dict[str, Any] | None = None,
+    missing_images: str = "error",
+    max_tokens: int = 512,
+    image_dirs: dict[str, str] | None = None,
+    limit: int | None = None,
+    target_args: dict[str, Any] | None = None,
+    max_connections: int | None = None,
+    max_samples: int | None = None,
+    max_tasks: int | None = None,
+    retry_attempts: int | None = None,
+    display: str | None = None,
+) -> tuple[bool, list[EvalLog]]:
+    """Evaluate every task x defence on every target; returns (all finished, logs).
+
+    The logs go to ``log_dir`` as an inspect eval set: running the same call again
+    after an interruption reuses the finished tasks and completes the others
+    (finished samples of an interrupted task are kept too).  ``inspect view
+    --log-dir LOG_DIR`` shows every sample; :func:`build_report` makes the tables.
+
+    ``targets`` are inspect model names: ``openai-api/<service>/<model>`` for a vLLM
+    server (with ``<SERVICE>_BASE_URL`` and ``<SERVICE>_API_KEY`` set),
+    ``vlmguard-transformers/<hub id or folder>`` for a local model (``target_args``
+    go to its backend), or any other provider.  Samples run concurrently up to
+    ``max_connections`` per model and ``max_samples`` per task.
+    """
+    if not targets:
+        raise ConfigurationError("give at least one target model")
+    if judge != "offline" and judge_model is None:
+        raise JudgeError(
+            f"the {judge} judge needs a model: pass judge_model (--judge-model), "
+            "or use the offline judge"
+        )
+    built = build_tasks(
+        tasks,
+        defenses,
+        data_dir=data_dir,
+        judge=judge,
+        judge_model=judge_model,
+        rewriter=rewriter,
+        rewriter_backend=rewriter_backend,
+        rewriter_args=rewriter_args,
+        missing_images=missing_images,
+        max_tokens=max_tokens,
+        image_dirs=image_dirs,
+    )
+    return eval_set(
+        built,
+        log_dir=str(log_dir),
+        model=list(targets),  # type: ignore[arg-type]
+        model_args=target_args or {},
+        limit=limit,
+        max_connections=max_connections,
+        max_samples=max_samples,
+        max_tasks=max_tasks,
+        retry_attempts=retry_attempts,
+        display=display,  # type: ignore[arg-type]
+    )
