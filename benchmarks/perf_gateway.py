@@ -11,6 +11,7 @@ minus direct), the gateway's CPU time per request and its memory before and afte
 
 Run: .venv/bin/python benchmarks/perf_gateway.py            (200 clients, 30 s per phase)
      .venv/bin/python benchmarks/perf_gateway.py --clients 20 --duration 5   (a quick look)
+     add --memory-rounds 3 to load the gateway again and watch its memory
 """
 
 from __future__ import annotations
@@ -266,6 +267,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="content pieces per stream")
     parser.add_argument("--chunk-interval-ms", type=float, default=50.0)
     parser.add_argument("--client-procs", type=int, default=4, help="processes making the load")
+    parser.add_argument(
+        "--memory-rounds",
+        type=int,
+        default=0,
+        help="then run the gateway phase this many more times, printing its memory after each",
+    )
     args = parser.parse_args()
 
     context = multiprocessing.get_context("spawn")
@@ -330,6 +337,19 @@ def main() -> None:
             f"{rss_after / 2**20:.1f} MiB after "
             f"({(rss_after - rss_before) / 2**20:+.1f} MiB)"
         )
+        for round_number in range(1, args.memory_rounds + 1):
+            extra = _run_phase(
+                f"{gateway_url}/v1/chat/completions",
+                args.clients,
+                args.duration,
+                args.chunks,
+                args.client_procs,
+            )
+            print(
+                f"  memory round {round_number}: {extra.requests} more requests "
+                f"(errors {extra.errors}, incomplete {extra.incomplete}), gateway RSS "
+                f"{gateway_process.memory_info().rss / 2**20:.1f} MiB"
+            )
     finally:
         for server in servers:
             server.terminate()

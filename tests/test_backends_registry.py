@@ -44,3 +44,10 @@ def test_a_plugin_package_adds_a_backend(tmp_path: Path, monkeypatch: pytest.Mon
     assert backend.name == "acme"
     assert Rewriter(backend=backend).rewrite("x").prompt == "From the plugin."
     sys.modules.pop("acme_backend", None)
+
+
+def test_wrong_settings_are_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="invalid settings for backend 'openai'.*model"):
+        load_backend("openai", base_url="http://127.0.0.1:1/v1")
+    with pytest.raises(ConfigurationError, match="'scripted'.*colour"):
+        load_backend("scripted", colour="red")

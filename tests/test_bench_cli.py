@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inspect_ai.log import list_eval_logs, read_eval_log
 from typer.testing import CliRunner
 
 from vlmguard_plugins.cli import app
@@ -79,3 +80,22 @@ def test_prepare_renders_typo_images(data_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 97 TYPO images" in result.output
     assert len(list((tmp_path / "01-Illegal_Activitiy" / "TYPO").glob("*.jpg"))) == 97
+
+
+def test_vlmguard_defence_from_a_backend_name(data_dir: Path, tmp_path: Path) -> None:
+    common = [
+        "bench", "run", "--task", "figstep", "--target", "mockllm/model",
+        "--defense", "vlmguard", "--data-dir", str(data_dir), "--log-dir", str(tmp_path),
+        "--limit", "2", "--display", "none", "--retry-attempts", "0",
+    ]  # fmt: skip
+    result = runner.invoke(app, common)
+    assert result.exit_code == 2
+    assert "--rewriter-model" in result.output  # the openai backend needs a model
+
+    # The scripted backend echoes the text back unchanged: the rewriter really ran.
+    result = runner.invoke(app, [*common, "--rewriter-backend", "scripted"])
+    assert result.exit_code == 0, result.output
+    log = read_eval_log(list_eval_logs(str(tmp_path))[0].name)
+    record = log.samples[0].metadata["defense"]
+    assert record["name"] == "vlmguard" and record["changed"] is False
+    assert record["fallback"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,35 @@ def test_an_interrupted_run_resumes(data_dir: Path, tmp_path: Path) -> None:
     assert Path(finished).name in {Path(log.name).name for log in list_eval_logs(str(tmp_path))}
     assert len(backend.calls) == 3
     assert len(list_eval_logs(str(tmp_path))) == 2
+
+
+def test_a_corrupt_image_fails_its_sample_with_a_typed_error(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    figstep = tmp_path / "data" / "figstep"
+    (figstep / "images").mkdir(parents=True)
+    rows = (data_dir / "figstep/SafeBench-Tiny.csv").read_text().splitlines()[:3]
+    (figstep / "SafeBench-Tiny.csv").write_text("\n".join(rows) + "\n")
+    shutil.copy(
+        data_dir / "figstep/images/query_ForbidQI_1_1_6.png",
+        figstep / "images/query_ForbidQI_1_1_6.png",
+    )
+    (figstep / "images/query_ForbidQI_1_2_6.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    success, logs = run_benchmark(
+        ["figstep"],
+        [f"vlmguard-transformers/{tiny_model_dir}"],
+        ["none"],
+        data_dir=tmp_path / "data",
+        log_dir=tmp_path / "logs",
+        max_tokens=2,
+        display="none",
+        retry_attempts=0,
+    )
+    assert not success
+    log = read_eval_log(logs[0].location)
+    assert log.status == "error"
+    assert "ImageDecodeError" in log.error.traceback
+    assert "not a readable image" in log.error.message
+    # The log names the record whose image is broken (inspect cancels the rest of the task).
+    broken = [s.id for s in log.samples if s.error and "ImageDecodeError" in s.error.message]
+    assert broken == ["1_2"]

@@ -139,6 +139,17 @@ def test_only_the_last_user_message_is_rewritten() -> None:
         assert "Knives and spoons." in rewriter_prompt
 
 
+def test_an_image_without_text_is_still_guarded() -> None:
+    image_only = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": IMAGE}}]}
+    with gateway() as gw:
+        gw.client.chat.completions.create(model="fake-vlm", messages=[image_only])
+        assert gw.backend.calls[0].images[0].size == (32, 24)
+        assert gw.upstream.requests[0].last_user_content == [
+            {"type": "image_url", "image_url": {"url": IMAGE}},
+            {"type": "text", "text": REWRITE},
+        ]
+
+
 def test_streaming_relays_every_chunk_in_order_as_it_arrives() -> None:
     pieces = [f"piece-{i} " for i in range(20)]
     upstream = FakeUpstream(chunks=pieces, hold_after_first_chunk_s=10)

@@ -26,8 +26,8 @@ from vlmguard_plugins.train.testing import (
     write_example_source,
 )
 
-# Bounded: about a minute of training on 2 CPU cores.
-LEARNING_STEPS = 120
+# Bounded: one to two minutes of training on 2 busy CPU cores.
+LEARNING_STEPS = 200
 LEARNING_RATE = "5e-3"
 MAX_NEW_TOKENS = 160
 
@@ -53,9 +53,9 @@ def learned(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> L
     model = sft_script.main(
         ["--model_name_or_path", str(tiny_model_dir), "--dataset_dir", str(folder / "data")]
         + ["--output_dir", str(folder / "model"), "--max_steps", str(LEARNING_STEPS)]
-        + ["--learning_rate", LEARNING_RATE, "--lr_scheduler_type", "constant"]
+        + ["--learning_rate", LEARNING_RATE, "--warmup_steps", "10"]
         + ["--per_device_train_batch_size", "2", "--gradient_checkpointing", "false"]
-        + ["--logging_steps", "10", "--bf16", "false", "--seed", "1"]
+        + ["--logging_steps", "10", "--bf16", "false", "--seed", "0"]
     )
     after = contract_rate(model, folder / "data", max_new_tokens=MAX_NEW_TOKENS)
     return Learned(dataset=folder / "data", model=model, before=before, after=after)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 
 from ._sync import LoopThread
@@ -217,9 +218,9 @@ class Rewriter:
             "url_policy": self.url_policy,
             "allow_local_files": request.allow_local_files,
         }
-        if all(isinstance(image, PreparedImage) for image in request.images):
+        if all(_cheap_to_load(image) for image in request.images):
             return load_images(request.images, **kwargs)
-        # Decoding and (optional) fetching block; keep the event loop free meanwhile.
+        # Fetching and decoding large images block; keep the event loop free meanwhile.
         return await asyncio.to_thread(load_images, request.images, **kwargs)
 
     def _semaphore(self) -> asyncio.Semaphore:
@@ -271,6 +272,21 @@ class Rewriter:
             usage=usage,
             raw=generation.text,
         )
+
+
+INLINE_DECODE_MAX_BYTES = 48 * 1024
+"""Images up to this size are decoded on the event loop: under many concurrent requests
+a thread hop costs more than decoding a small image, while a large one would stall the loop."""
+
+
+def _cheap_to_load(source: Any) -> bool:
+    if isinstance(source, (PreparedImage, Image.Image)):
+        return True
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source) <= INLINE_DECODE_MAX_BYTES
+    if isinstance(source, str) and source[:5].lower() == "data:":
+        return len(source) <= INLINE_DECODE_MAX_BYTES * 4 // 3 + 64
+    return False  # paths and URLs: file or network I/O
 
 
 def _elapsed_ms(started: float) -> float:

@@ -39,6 +39,18 @@ def available_backends() -> list[str]:
     return sorted(names)
 
 
+def _build(name: str, factory: Callable[..., Backend], kwargs: dict[str, Any]) -> Backend:
+    import inspect
+
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"invalid settings for backend {name!r}: {exc}") from exc
+    except ValueError:  # no signature to check (a C callable): let the call decide
+        pass
+    return factory(**kwargs)
+
+
 def load_backend(name: str, **kwargs: Any) -> Backend:
     """Build the backend called ``name`` with ``kwargs``.
 
@@ -56,10 +68,10 @@ def load_backend(name: str, **kwargs: Any) -> Backend:
                 f"backend {name!r} needs extra packages: pip install 'vlmguard-plugins[{extra}]' "
                 f"({exc})"
             ) from exc
-        return factory(**kwargs)
+        return _build(name, factory, kwargs)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()(**kwargs)
+            return _build(name, ep.load(), kwargs)
     raise ConfigurationError(
         f"unknown backend {name!r}; available: {', '.join(available_backends())}"
     )

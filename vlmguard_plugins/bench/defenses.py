@@ -66,11 +66,8 @@ def user_images(message: ChatMessage) -> list[str]:
 
 def replace_text(message: ChatMessageUser, text: str) -> None:
     """Put ``text`` in place of the message's text parts, images untouched and first."""
-    images = (
-        [p for p in message.content if isinstance(p, ContentImage)]
-        if not isinstance(message.content, str)
-        else []
-    )
+    parts = [] if isinstance(message.content, str) else message.content
+    images = [p for p in parts if isinstance(p, ContentImage)]  # kept as sent (detail too)
     message.content = [*images, ContentText(text=text)]
 
 

@@ -209,12 +209,15 @@ def _axis_value(row: ReportRow) -> tuple[float, float, str]:
 
 
 def plot_task(task: str, rows: Sequence[ReportRow], path: Path) -> None:
-    """Safety (y) against helpfulness (x) for each defence and target of one task."""
+    """Safety (y) against helpfulness (x): colour per defence, marker per target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    defenses = sorted({r.defense for r in rows})
+    targets = sorted({r.target for r in rows})
+    markers = "osD^vP*X"
     figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     labels = set()
     for row in rows:
@@ -224,15 +227,16 @@ def plot_task(task: str, rows: Sequence[ReportRow], path: Path) -> None:
         hollow = math.isnan(helpful) or math.isnan(safety)
         x = 0.0 if math.isnan(helpful) else helpful
         y = 0.0 if math.isnan(safety) else safety
+        colour = f"C{defenses.index(row.defense) % 10}"
         axes.scatter(
-            [x], [y], s=60, facecolors="none" if hollow else None, edgecolors="C0", zorder=3
-        )
-        axes.annotate(
-            f"{row.defense} ({row.target.split('/')[-1]})",
-            (x, y),
-            textcoords="offset points",
-            xytext=(5, 5),
-            fontsize=8,
+            [x],
+            [y],
+            s=70,
+            marker=markers[targets.index(row.target) % len(markers)],
+            facecolors="none" if hollow else colour,
+            edgecolors=colour,
+            label=f"{row.defense} | {row.target.split('/')[-1]} ({_cell('h', x)}, {_cell('s', y)})",
+            zorder=3,
         )
     axes.set_xlim(-0.05, 1.05)
     axes.set_ylim(-0.05, 1.05)
@@ -240,6 +244,8 @@ def plot_task(task: str, rows: Sequence[ReportRow], path: Path) -> None:
     axes.set_ylabel(" / ".join(sorted(labels)) or "safety")
     axes.set_title(f"{task}: safety vs helpfulness")
     axes.grid(True, alpha=0.3)
+    if rows:
+        axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -13,8 +13,9 @@ from inspect_ai.model import Model
 from ..errors import ConfigurationError
 from ..rewriter import Rewriter
 from . import provider as _provider  # noqa: F401  (registers the vlmguard-transformers provider)
+from .defenses import DEFENSES
 from .errors import JudgeError
-from .tasks import build_task
+from .tasks import build_task, parse_spec
 
 
 def build_tasks(
@@ -95,11 +96,37 @@ def run_benchmark(
     """
     if not targets:
         raise ConfigurationError("give at least one target model")
-    if judge != "offline" and judge_model is None:
+    for spec in tasks:
+        parse_spec(spec)
+    unknown = [d for d in defenses if d not in DEFENSES]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown defence {unknown[0]!r}; choose one of {', '.join(DEFENSES)}"
+        )
+    # VLGuard's unsafe subsets are judged by phrases alone; everything else needs a model.
+    phrase_judged = {"vlguard:unsafes", "vlguard:safe_unsafes"}
+    needs_model = judge == "paper" or (
+        judge == "published" and any(spec not in phrase_judged for spec in tasks)
+    )
+    if needs_model and judge_model is None:
         raise JudgeError(
             f"the {judge} judge needs a model: pass judge_model (--judge-model), "
             "or use the offline judge"
         )
+    if "vlmguard" in defenses and rewriter is None:
+        # One rewriter for every task: a local rewriter model is loaded once, and a
+        # wrong backend setting fails here, before any sample runs.
+        from ..backends import load_backend
+
+        try:
+            backend = load_backend(rewriter_backend, **(rewriter_args or {}))
+        except TypeError as exc:  # a missing or unknown backend argument
+            raise ConfigurationError(
+                f"the vlmguard defence's {rewriter_backend!r} rewriter backend: {exc} "
+                "(give the rewriter model with --rewriter-model, other settings with "
+                "--rewriter-arg KEY=VALUE)"
+            ) from exc
+        rewriter = Rewriter(backend=backend)
     built = build_tasks(
         tasks,
         defenses,

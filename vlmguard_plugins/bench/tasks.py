@@ -219,18 +219,24 @@ SUBSETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_task(spec: str, **kwargs: Any) -> list[Task]:
-    """Tasks for a spec ``name`` or ``name:subset`` (``vlguard`` alone means its three subsets)."""
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``name`` or ``name:subset`` checked against the known tasks: (name, subset or "")."""
     name, _, subset = spec.partition(":")
     name = name.replace("-", "_")
     if name not in TASKS:
         raise ConfigurationError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    if subset and subset not in SUBSETS.get(name, ()):
+        raise ConfigurationError(
+            f"unknown subset {subset!r} of {name}; choose one of "
+            f"{', '.join(SUBSETS.get(name, ())) or '(none)'}"
+        )
+    return name, subset
+
+
+def build_task(spec: str, **kwargs: Any) -> list[Task]:
+    """Tasks for a spec ``name`` or ``name:subset`` (``vlguard`` alone means its three subsets)."""
+    name, subset = parse_spec(spec)
     if subset:
-        if subset not in SUBSETS.get(name, ()):
-            raise ConfigurationError(
-                f"unknown subset {subset!r} of {name}; choose one of "
-                f"{', '.join(SUBSETS.get(name, ())) or '(none)'}"
-            )
         return [TASKS[name](subset=subset, **kwargs)]
     if name == "vlguard":
         return [TASKS[name](subset=s, **kwargs) for s in SUBSETS["vlguard"]]

@@ -39,13 +39,13 @@ class Guard:
                 the ``raise`` policy.
         """
         started = time.perf_counter()
-        request = RewriteRequest(
-            text=turn.text,
-            images=turn.image_urls,
-            history=turn.history,
-            allow_local_files=False,
-        )
         try:
+            request = RewriteRequest(
+                text=turn.text,
+                images=list(turn.image_urls),
+                history=turn.history,
+                allow_local_files=False,
+            )
             result = await self.rewriter.arewrite(request, on_error="raise")
         except InputError as exc:
             code = "invalid_image" if isinstance(exc, ImageInputError) else "text_too_long"
