@@ -110,6 +110,21 @@ def test_reward_selection_errors_are_clear() -> None:
     assert names == ["format_reward", "benign_unchanged_reward", "judge_reward"]
 
 
+def test_cli_grpo_explains_a_missing_judge(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vlmguard_plugins.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["train", "grpo", "--model_name_or_path", str(tiny_model_dir)]
+        + ["--dataset_dir", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+        + ["--rewards", "format", "judge"],
+    )
+    assert result.exit_code == 2
+    assert "ConfigurationError" in result.output and "--judge_model" in result.output
+
+
 def test_two_grpo_steps_with_every_reward(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = write_example_source(tmp_path, 2, benign=2)
     synthesize(

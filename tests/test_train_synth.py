@@ -140,6 +140,19 @@ def test_verification_keeps_only_safe_and_helpful_results(
     assert record["stages"]["verification"]["safe"] is True
 
 
+def test_samples_run_concurrently_up_to_the_limit(
+    data_dir: Path, vlguard_images: Path, tmp_path: Path
+) -> None:
+    teacher = scripted_teacher(delay_s=0.02)
+    summary = synthesize(
+        _config(data_dir, vlguard_images, tmp_path / "out", limit=12, concurrency=4),
+        teacher=teacher,
+        target=scripted_target(delay_s=0.02),
+    )
+    assert summary.accepted == 12
+    assert 1 < teacher.max_in_flight <= 4
+
+
 def test_every_bad_sample_is_rejected_with_its_reason(tmp_path: Path) -> None:
     Image.new("RGB", (20, 20)).save(tmp_path / "ok.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
@@ -336,7 +349,7 @@ def test_cli_synth_from_yaml_with_overrides(
     result = CliRunner().invoke(
         app,
         ["train", "synth", "--config", str(config), "--output", str(tmp_path / "out")]
-        + ["--limit", "5", "--no-progress"],
+        + ["--limit", "5"],
     )
     assert result.exit_code == 0, result.output
     assert "accepted" in result.output and "5" in result.output

@@ -120,7 +120,7 @@ def run_benchmark(
 
         try:
             backend = load_backend(rewriter_backend, **(rewriter_args or {}))
-        except TypeError as exc:  # a missing or unknown backend argument
+        except ConfigurationError as exc:  # a missing or unknown backend argument
             raise ConfigurationError(
                 f"the vlmguard defence's {rewriter_backend!r} rewriter backend: {exc} "
                 "(give the rewriter model with --rewriter-model, other settings with "

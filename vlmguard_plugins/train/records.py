@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,7 +61,6 @@ class SourceSample:
     benign: bool = False
     category: str | None = None
     source: str = "jsonl"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def read_source(
