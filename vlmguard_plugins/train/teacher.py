@@ -24,6 +24,26 @@ from ..types import Risk
 
 _RISK_WORDS = {level.value: level for level in Risk}
 
+# Tags of the teacher's and the judge's formats: dataset text must not be able to close
+# a data section early or supply an answer of its own.
+_STAGE_TAGS = (
+    "instruction",
+    "response_a",
+    "response_b",
+    "risk_features",
+    "risk_report",
+    "prompt",
+    "answer",
+    "features",
+    "textual",
+    "visual",
+    "cross_modal",
+    "cross-modal",
+    "safe",
+    "helpful",
+)
+_STAGE_TAG = re.compile(r"<\s*(/?)\s*(" + "|".join(_STAGE_TAGS) + r")\b[^>]*>", re.I)
+
 
 class StageOutputError(ValueError):
     """A teacher or judge reply lacks the tags its stage requires."""
@@ -44,9 +64,15 @@ def _system(text: str) -> dict[str, Any]:
     return {"role": "system", "content": [{"type": "text", "text": text}]}
 
 
+def neutralise_stage_tags(text: str) -> str:
+    """Replace every tag of the output contract and of the stages with an inert look-alike."""
+    text = neutralise_tags(text)
+    return _STAGE_TAG.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", text)
+
+
 def _data(name: str, text: str) -> str:
     # Dataset text is data for the teacher, never instructions to it.
-    return f"<{name}>\n{neutralise_tags(text)}\n</{name}>"
+    return f"<{name}>\n{neutralise_stage_tags(text)}\n</{name}>"
 
 
 TEACHER_SYSTEM = (
