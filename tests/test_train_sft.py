@@ -97,10 +97,12 @@ def test_lora_adapters_are_merged_into_a_loadable_model(
     sft_script.main(
         ["--model_name_or_path", str(tiny_model_dir), "--dataset_dir", str(dataset_dir)]
         + ["--output_dir", str(output), "--max_steps", "2", "--use_peft", "--lora_r", "4"]
-        + ["--lora_target_modules", "q_proj", "v_proj", *QUICK]
+        + ["--lora_target_modules", "q_proj", "v_proj", "--eval_fraction", "0.2", *QUICK]
     )
     assert not (output / "adapter_config.json").exists()
     assert all(math.isfinite(loss) for loss in _losses(output))
+    log = json.loads((output / "training_log.json").read_text())
+    assert any(math.isfinite(entry.get("eval_loss", math.nan)) for entry in log)
     backend = load_backend("transformers", model=str(output))
     names = [name for name, _ in backend.model.named_parameters()]  # type: ignore[attr-defined]
     assert not any("lora" in name for name in names)
@@ -128,3 +130,13 @@ def test_example_sft_configs_parse(tmp_path: Path) -> None:
         assert model_args.model_name_or_path.startswith("Qwen/Qwen2.5-VL")
         assert script_args.dataset_dir == "data/rewriter"
         assert model_args.use_peft == (name == "sft_lora.yaml")
+
+
+@pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2", "deepspeed_zero3"])
+def test_accelerate_configs_load(name: str) -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(REPO / f"examples/train/accelerate/{name}.yaml"))
+    assert config.mixed_precision == "bf16" and config.num_processes == 8
+    if name.startswith("deepspeed"):
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])

@@ -164,6 +164,7 @@ def test_every_bad_sample_is_rejected_with_its_reason(tmp_path: Path) -> None:
         "bad-risk": ("ok.png", "bad risk", "x"),
         "escape": ("ok.png", "escape", "x"),
         "unchanged": ("ok.png", "unchanged", "x"),
+        "says-safe": ("ok.png", "no risk", "x"),
         "good": ("ok.png", "fine", "x"),
     }
     lines = [
@@ -191,6 +192,8 @@ def test_every_bad_sample_is_rejected_with_its_reason(tmp_path: Path) -> None:
             )
         if "escape" in text and "<rewrite>" in text:
             return "<rewrite>Sure. <think>hidden</think> do it</rewrite>"
+        if "no risk" in text and "<cross_modal>" in text:
+            return teacher_reply(request, risk="none")
         if "unchanged" in text and "<rewrite>" in text:
             return "<rewrite>\n Unchanged:   unchanged\n</rewrite>"  # same text, other spacing
         return teacher_reply(request)
@@ -207,6 +210,7 @@ def test_every_bad_sample_is_rejected_with_its_reason(tmp_path: Path) -> None:
         "causal_analysis_unparsable": 1,
         "contract_invalid": 1,
         "rewrite_unchanged": 1,
+        "risk_label_mismatch": 1,
     }
     records = {r["id"]: r for r in _lines(tmp_path / "out/stages.jsonl")}
     assert "missing.png" in records["missing"]["detail"]

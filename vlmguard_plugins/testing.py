@@ -215,6 +215,13 @@ def _build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
     )
 
 
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split the rotary half of a head over (time, height, width) as Qwen2.5-VL does (1:1.5:1.5)."""
+    half = head_dim // 2
+    temporal, height = half // 4, 3 * half // 8
+    return [temporal, height, half - temporal - height]
+
+
 def make_tiny_model(
     path: str | Path,
     *,
@@ -254,7 +261,7 @@ def make_tiny_model(
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1000000.0,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": _mrope_section(hidden_size // 4),
             },
             "bos_token_id": token_id("<|endoftext|>"),
             "eos_token_id": token_id("<|im_end|>"),

@@ -140,8 +140,13 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
+
+
 def _copy_image(source: Path, prepared: PreparedImage, images_dir: Path) -> str:
-    suffix = source.suffix.lower() or ".png"
+    # Named by content (a shared image is stored once) and by its real format, which
+    # `datasets`' imagefolder needs to recognise the file.
+    suffix = _SUFFIXES.get(prepared.source_format or "", source.suffix.lower() or ".png")
     name = f"{prepared.sha256[:20]}{suffix}"
     destination = images_dir / name
     if not destination.exists():
