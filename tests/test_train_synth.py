@@ -317,6 +317,23 @@ def test_a_line_cut_by_an_interruption_is_redone(
     assert len(rows) == 4 and len({row["id"] for row in rows}) == 4
 
 
+def test_a_kill_between_journal_and_dataset_is_mended(
+    data_dir: Path, vlguard_images: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out"
+    config = _config(data_dir, vlguard_images, output, limit=4)
+    synthesize(config, teacher=scripted_teacher(), target=scripted_target())
+    rows = _lines(output / "metadata.jsonl")
+    # Killed after journalling the last accepted sample, before adding it to the dataset.
+    lines = (output / "metadata.jsonl").read_text().splitlines(keepends=True)
+    (output / "metadata.jsonl").write_text("".join(lines[:-1]))
+
+    teacher = scripted_teacher()
+    summary = synthesize(config, teacher=teacher, target=scripted_target())
+    assert teacher.calls == [] and summary.processed_now == 0
+    assert _lines(output / "metadata.jsonl") == rows
+
+
 def test_configuration_errors_are_typed(tmp_path: Path, data_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="teacher"):
         synthesize(

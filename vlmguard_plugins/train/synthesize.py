@@ -427,9 +427,10 @@ async def _run(
     for path in (stages_path, metadata_path):
         _repair_tail(path)
         path.touch()
-    # A sample is done once it is in the journal, or accepted (an interruption can fall
-    # between writing the sample and journalling it).
-    done = _recorded_ids(stages_path) | _recorded_ids(metadata_path)
+    # The journal is written first and holds each accepted row, so a sample is done once
+    # it is journalled; an interruption between the two appends is mended here.
+    _restore_accepted_rows(stages_path, metadata_path)
+    done = _recorded_ids(stages_path)
     pending = [sample for sample in samples if sample.id not in done]
     resumed = len(samples) - len(pending)
     if resumed:
@@ -463,9 +464,8 @@ async def _run(
 
 
 def _record(outcome: _Outcome, stages_path: Path, metadata_path: Path) -> None:
+    """Journal the outcome, then add an accepted sample to the dataset (write-ahead)."""
     sample = outcome.sample
-    if outcome.row is not None:
-        _append(metadata_path, outcome.row)
     _append(
         stages_path,
         {
@@ -476,8 +476,25 @@ def _record(outcome: _Outcome, stages_path: Path, metadata_path: Path) -> None:
             "benign": sample.benign,
             "instruction": sample.instruction,
             "stages": outcome.stages,
+            "row": outcome.row,
         },
     )
+    if outcome.row is not None:
+        _append(metadata_path, outcome.row)
+
+
+def _restore_accepted_rows(stages_path: Path, metadata_path: Path) -> None:
+    """Append the dataset rows of journalled, accepted samples the dataset lacks."""
+    present = _recorded_ids(metadata_path)
+    for line in stages_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        row = record.get("row")
+        if record.get("status") == "accepted" and row and record["id"] not in present:
+            _append(metadata_path, row)
+            present.add(record["id"])
 
 
 class _ProgressBar:
