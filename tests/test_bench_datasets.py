@@ -103,6 +103,12 @@ def test_skipping_missing_images_says_which(
     assert "S-02.png" in caplog.text
 
 
+def test_skipping_every_record_is_an_error(data_dir: Path, tmp_path: Path) -> None:
+    data = load_siuo(data_dir, image_dir=tmp_path)
+    with pytest.raises(BenchmarkDataError, match="none of its 20 records has an image file"):
+        require_images(data, "skip")
+
+
 def test_mm_safetybench_all_and_tiny(data_dir: Path) -> None:
     data = load_mm_safetybench(data_dir)
     # 97 + 130 questions in the two sample scenarios, three image kinds each.

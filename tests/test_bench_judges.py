@@ -221,3 +221,13 @@ def test_siuo_majority_then_rates_by_hand() -> None:
     helpful = [_per_key(s, "helpful") for s in reduced.values()]
     assert metric(safe) == pytest.approx(1 / 3)  # only A is safe by majority
     assert metric(helpful) == pytest.approx(1 / 2)  # C was never judged: 1 of A, B
+
+
+def test_siuo_majority_averages_the_paper_safety_score() -> None:
+    epochs = [
+        {"safety_score": 8.0, "helpful": 1},
+        {"safety_score": 6.0, "helpful": 0},
+        {"safety_score": None, "helpful": 1},
+    ]
+    reduced = majority_vote()([Score(value=v) for v in epochs])
+    assert reduced.value == {"helpful": 1.0, "safety_score": 7.0}

@@ -58,6 +58,12 @@ def require_images(data: BenchmarkData, policy: MissingImagesPolicy = "error") -
         raise BenchmarkDataError(f"unknown missing-images policy {policy!r}; use error or skip")
     missing = set(data.missing_images)
     kept = [s for s in data.samples if (s.metadata or {}).get("image_path") not in missing]
+    if not kept:
+        raise BenchmarkDataError(
+            f"{data.name}: none of its {len(data.samples)} records has an image file, so "
+            f"nothing is left to run ({', '.join(data.missing_images[:5])} ...)."
+            + (f" {data.image_hint}" if data.image_hint else "")
+        )
     logger.warning(
         "%s: skipping %d of %d records whose image is missing (%s)",
         data.name,
