@@ -33,7 +33,7 @@ docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
-	$(PY) -m vlmguard_plugins.perf
+	$(PY) benchmarks/perf_core.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache
