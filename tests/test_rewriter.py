@@ -106,7 +106,7 @@ def test_passthrough_policy_sends_the_original(caplog: pytest.LogCaptureFixture)
 
 def test_block_policy_makes_the_vlm_decline() -> None:
     result = Rewriter(backend=ScriptedBackend(["garbage"]), on_error="block").rewrite("x")
-    assert result.prompt == BLOCK_INSTRUCTION and result.blocked and result.risk is Risk.HIGH
+    assert result.prompt == BLOCK_INSTRUCTION and result.blocked and result.risk is None
 
 
 def test_policy_can_be_overridden_per_call() -> None:

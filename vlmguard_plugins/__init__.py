@@ -14,11 +14,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .backends import Backend, Generation, GenerationRequest, available_backends, load_backend
+from .conversation import Conversation, GuardedConversation, ImagePart, OtherPart, TextPart, Turn
 from .errors import VLMGuardError
 from .images import ImageLimits, PreparedImage, load_image
 from .policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION, shield_prompt
 from .prompts import SYSTEM_PROMPT
 from .rewriter import Rewriter
+from .settings import RewriterSettings
 from .types import HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
 from .urls import URLPolicy
 
@@ -32,15 +34,22 @@ __all__ = [
     "SHIELD_INSTRUCTION",
     "SYSTEM_PROMPT",
     "Backend",
+    "Conversation",
     "Generation",
     "GenerationRequest",
+    "GuardedConversation",
     "HistoryTurn",
     "ImageLimits",
+    "ImagePart",
+    "OtherPart",
     "PreparedImage",
     "RewriteRequest",
     "RewriteResult",
     "Rewriter",
+    "RewriterSettings",
     "Risk",
+    "TextPart",
+    "Turn",
     "URLPolicy",
     "Usage",
     "VLMGuardError",

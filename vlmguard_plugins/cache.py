@@ -14,7 +14,7 @@ def cache_key(text: str, images: list[PreparedImage], history: list[HistoryTurn]
     """A digest that changes with the text, any history turn, or any image's content."""
     digest = hashlib.sha256()
     for turn in history:
-        digest.update(f"{turn.role}\x00{turn.text}\x01".encode())
+        digest.update(f"{turn.role}\x00{turn.images}\x00{turn.text}\x01".encode())
     digest.update(text.encode())
     for image in images:
         digest.update(b"\x02" + image.sha256.encode())

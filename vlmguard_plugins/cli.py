@@ -32,7 +32,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
-_RISK_STYLE = {"none": "green", "low": "cyan", "medium": "yellow", "high": "bold red"}
+_RISK_STYLE = {
+    "none": "green",
+    "low": "cyan",
+    "medium": "yellow",
+    "high": "bold red",
+    "unknown": "magenta",
+}
 
 
 def _version(value: bool) -> None:
@@ -84,7 +90,7 @@ def build_rewriter(
 def print_result(result: RewriteResult, *, title: str = "vlmguard") -> None:
     """Show a result as rich panels: analysis, risk, the prompt for the VLM."""
     table = Table.grid(padding=(0, 2))
-    table.add_row("[bold]risk[/]", f"[{_RISK_STYLE[result.risk.value]}]{result.risk.value}[/]")
+    table.add_row("[bold]risk[/]", f"[{_RISK_STYLE[result.risk_label]}]{result.risk_label}[/]")
     table.add_row("[bold]action[/]", result.action)
     table.add_row("[bold]latency[/]", f"{result.latency_ms:.0f} ms")
     table.add_row(

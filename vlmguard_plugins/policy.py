@@ -12,7 +12,7 @@ import logging
 from typing import get_args
 
 from .errors import ConfigurationError, VLMGuardError
-from .types import FailurePolicyName, RewriteResult, Risk, Usage
+from .types import FailurePolicyName, RewriteResult, Usage
 
 logger = logging.getLogger("vlmguard_plugins")
 
@@ -58,22 +58,25 @@ def apply_failure_policy(
     usage: Usage | None = None,
     raw: str | None = None,
 ) -> RewriteResult:
-    """Turn a failure into a result according to ``policy`` (or re-raise for ``raise``)."""
+    """Turn a failure into a result according to ``policy`` (or re-raise for ``raise``).
+
+    The result's ``risk`` is ``None``: a failure is not a verdict, whatever the policy.
+    """
     reason = f"{type(error).__name__}: {error}"
     if policy == "raise":
         raise error
     if policy == "passthrough":
         logger.warning("vlmguard passthrough: sending the original text unguarded (%s)", reason)
-        prompt, risk = original, Risk.NONE
+        prompt = original
     elif policy == "block":
-        prompt, risk = BLOCK_INSTRUCTION, Risk.HIGH
+        prompt = BLOCK_INSTRUCTION
     else:
         logger.info("vlmguard shield fallback (%s)", reason)
-        prompt, risk = shield_prompt(original), Risk.MEDIUM
+        prompt = shield_prompt(original)
     return RewriteResult(
         prompt=prompt,
         original=original,
-        risk=risk,
+        risk=None,
         changed=prompt != original,
         fallback=reason,
         action=policy,

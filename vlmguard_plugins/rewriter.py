@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from .errors import (
     BackendError,
     BackendTimeoutError,
     ConfigurationError,
+    ContractViolationError,
     InputError,
     TextTooLongError,
     VLMGuardError,
@@ -26,8 +28,22 @@ from .images import ImageLimits, PreparedImage, load_images
 from .parsing import parse_output
 from .policy import apply_failure_policy, validate_policy
 from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
-from .types import FailurePolicyName, HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
+from .types import (
+    MAX_HISTORY_TURNS,
+    FailurePolicyName,
+    HistoryTurn,
+    RewriteRequest,
+    RewriteResult,
+    Risk,
+    Usage,
+)
 from .urls import URLPolicy
+
+if TYPE_CHECKING:
+    from .conversation import Conversation, GuardedConversation, UnsupportedContentPolicy
+
+PARSE_INLINE_MAX_CHARS = 32_768
+"""Model answers up to this length are parsed on the event loop; longer ones in a thread."""
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -43,7 +59,8 @@ class Rewriter:
         backend: where the rewriter model runs (see :func:`load_backend`).
         on_error: the failure policy: ``shield`` (default), ``raise``, ``passthrough``
             or ``block``.
-        timeout_s: time limit for one backend call; past it the failure policy applies.
+        timeout_s: time limit for one rewrite (image loading, the backend call and parsing
+            together); past it the failure policy applies.
         max_concurrency: most backend calls in flight at once from this rewriter.
         cache_size: keep this many results in an LRU cache (0 disables it).
         max_text_chars: longest accepted user text (and total history).
@@ -51,6 +68,10 @@ class Rewriter:
         url_policy: whether and where image URLs may be fetched.
         max_new_tokens / temperature: generation settings for the rewriter model.
         system_prompt: replace the zero-shot system prompt (for a fine-tuned model).
+        unsupported_content: what :meth:`aguard` does with a message part it cannot check
+            (audio, video, a file): ``refuse`` (default) raises
+            :class:`~vlmguard_plugins.errors.UnsupportedContentError`, ``drop`` removes
+            the part before the model sees it.
 
     Example::
 
@@ -73,9 +94,14 @@ class Rewriter:
         max_new_tokens: int = 512,
         temperature: float = 0.0,
         system_prompt: str = SYSTEM_PROMPT,
+        unsupported_content: UnsupportedContentPolicy = "refuse",
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
+        if unsupported_content not in ("refuse", "drop"):
+            raise ConfigurationError(
+                f"unknown unsupported_content {unsupported_content!r}; choose refuse or drop"
+            )
         self.backend = backend
         self.on_error: FailurePolicyName = validate_policy(on_error)
         self.timeout_s = timeout_s
@@ -86,8 +112,13 @@ class Rewriter:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.system_prompt = system_prompt
+        self.unsupported_content: UnsupportedContentPolicy = unsupported_content
         self.cache = RewriteCache(cache_size) if cache_size > 0 else None
-        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        # Held weakly: a rewriter used from many short-lived loops (asyncio.run per call)
+        # must not keep every closed loop alive.
+        self._semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
         self._sync = LoopThread()
 
     # -- public API -------------------------------------------------------------------
@@ -113,31 +144,121 @@ class Rewriter:
         except InputError as error:
             assert isinstance(request, str)  # a RewriteRequest was validated when built
             return apply_failure_policy(policy, request, error, latency_ms=_elapsed_ms(started))
-        usage: Usage | None = None
-        raw: str | None = None
+        return await self._run(request, policy, started, raise_input_errors=False)
+
+    async def aguard(
+        self,
+        conversation: Conversation,
+        *,
+        on_error: FailurePolicyName | None = None,
+        allow_local_files: bool = False,
+    ) -> GuardedConversation:
+        """Guard a whole conversation: the entry point every adapter uses.
+
+        Every image of every turn goes to the rewriter with the history; the last user
+        turn's text is rewritten and written back in place.  Input the guard cannot
+        check (an unsupported part, an unreadable image, a conversation over the limits)
+        raises a typed :class:`~vlmguard_plugins.errors.InputError` whatever the
+        failure policy, because it would otherwise reach the model unseen; rewriter
+        failures go to the failure policy.  See :mod:`vlmguard_plugins.conversation`.
+        """
+        from .conversation.guard import aguard_conversation
+
+        return await aguard_conversation(
+            self, conversation, on_error=on_error, allow_local_files=allow_local_files
+        )
+
+    def guard(
+        self,
+        conversation: Conversation,
+        *,
+        on_error: FailurePolicyName | None = None,
+        allow_local_files: bool = False,
+    ) -> GuardedConversation:
+        """Synchronous :meth:`aguard` (safe to call from inside a running event loop)."""
+        return self._sync.run(
+            self.aguard(conversation, on_error=on_error, allow_local_files=allow_local_files)
+        )
+
+    async def arewrite_checked(
+        self, request: RewriteRequest, *, on_error: FailurePolicyName | None = None
+    ) -> RewriteResult:
+        """Like :meth:`arewrite`, but input errors are raised instead of going to the policy.
+
+        For callers that forward the request's images themselves: an image the rewriter
+        could not load must not be forwarded under a fallback prompt.
+        """
+        policy = validate_policy(on_error) if on_error else self.on_error
+        return await self._run(request, policy, time.perf_counter(), raise_input_errors=True)
+
+    async def _run(
+        self,
+        request: RewriteRequest,
+        policy: FailurePolicyName,
+        started: float,
+        *,
+        raise_input_errors: bool,
+    ) -> RewriteResult:
+        usage: list[Usage] = []
+        raw: list[str] = []
         try:
-            prepared = await self._prepare(request)
-            key = (
-                cache_key(request.text, prepared, request.history)
-                if self.cache is not None
-                else None
+            # One deadline for the whole rewrite: loading images, generating and parsing.
+            result, key = await asyncio.wait_for(
+                self._rewrite_steps(request, started, usage, raw), timeout=self.timeout_s
             )
-            if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
-                return hit.model_copy(update={"cached": True, "latency_ms": _elapsed_ms(started)})
-            generation = await self._generate(request, prepared)
-            usage = Usage(
+        except InputError as error:
+            if raise_input_errors:
+                raise
+            return self._policy_result(policy, request, error, started, usage, raw)
+        except VLMGuardError as error:
+            return self._policy_result(policy, request, error, started, usage, raw)
+        except asyncio.TimeoutError:
+            error = BackendTimeoutError(f"the rewrite did not finish within {self.timeout_s} s")
+            return self._policy_result(policy, request, error, started, usage, raw)
+        if key is not None and not result.cached:
+            self.cache.put(key, result)  # type: ignore[union-attr]
+        return result
+
+    async def _rewrite_steps(
+        self, request: RewriteRequest, started: float, usage: list[Usage], raw: list[str]
+    ) -> tuple[RewriteResult, str | None]:
+        prepared = await self._prepare(request)
+        key = cache_key(request.text, prepared, request.history) if self.cache is not None else None
+        if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
+            return hit.model_copy(update={"cached": True, "latency_ms": _elapsed_ms(started)}), key
+        generation = await self._generate(request, prepared)
+        usage.append(
+            Usage(
                 prompt_tokens=generation.prompt_tokens,
                 completion_tokens=generation.completion_tokens,
             )
-            raw = generation.text
-            result = self._to_result(request.text, generation, usage, started)
-        except VLMGuardError as error:
-            return apply_failure_policy(
-                policy, request.text, error, latency_ms=_elapsed_ms(started), usage=usage, raw=raw
+        )
+        raw.append(generation.text)
+        if len(generation.text) <= PARSE_INLINE_MAX_CHARS:
+            result = self._to_result(request.text, generation, usage[0], started)
+        else:
+            result = await asyncio.to_thread(
+                self._to_result, request.text, generation, usage[0], started
             )
-        if key is not None:
-            self.cache.put(key, result)  # type: ignore[union-attr]
-        return result
+        return result, key
+
+    @staticmethod
+    def _policy_result(
+        policy: FailurePolicyName,
+        request: RewriteRequest,
+        error: VLMGuardError,
+        started: float,
+        usage: list[Usage],
+        raw: list[str],
+    ) -> RewriteResult:
+        return apply_failure_policy(
+            policy,
+            request.text,
+            error,
+            latency_ms=_elapsed_ms(started),
+            usage=usage[0] if usage else None,
+            raw=raw[0] if raw else None,
+        )
 
     def rewrite(
         self,
@@ -205,6 +326,14 @@ class Rewriter:
             raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
 
     async def _prepare(self, request: RewriteRequest) -> list[PreparedImage]:
+        if len(request.history) > MAX_HISTORY_TURNS:  # a request built without validation
+            raise TextTooLongError(f"more than {MAX_HISTORY_TURNS} history turns")
+        history_images = sum(turn.images for turn in request.history)
+        if history_images > len(request.images):
+            raise InputError(
+                f"the history counts {history_images} images but the request holds "
+                f"{len(request.images)}"
+            )
         total = len(request.text) + sum(len(turn.text) for turn in request.history)
         if total > self.max_text_chars:
             raise TextTooLongError(
@@ -240,15 +369,13 @@ class Rewriter:
         )
         async with self._semaphore():
             try:
-                return await asyncio.wait_for(
-                    self.backend.agenerate(generation_request), timeout=self.timeout_s
-                )
+                return await self.backend.agenerate(generation_request)
             except VLMGuardError:
                 raise  # the backend's own typed error (its own timeout included) as it is
+            except asyncio.CancelledError:
+                raise  # the rewrite's deadline (or the caller) cancelled the call
             except asyncio.TimeoutError as exc:
-                raise BackendTimeoutError(
-                    f"the rewriter backend did not answer within {self.timeout_s} s"
-                ) from exc
+                raise BackendTimeoutError(f"the rewriter backend timed out: {exc!r}") from exc
             except Exception as exc:  # a third-party backend's own error type
                 raise BackendError(f"the rewriter backend failed: {exc!r}") from exc
 
@@ -259,6 +386,13 @@ class Rewriter:
         unchanged = _same_text(parsed.rewrite, original) or _same_text(
             parsed.rewrite, neutralise_tags(original)
         )
+        if unchanged and parsed.risk is not None and parsed.risk >= Risk.MEDIUM:
+            # Forwarding the user's own text under a medium or high verdict would fail open.
+            raise ContractViolationError(
+                f"the rewriter judged the request {parsed.risk.value} risk but returned it "
+                "unchanged",
+                raw=generation.text,
+            )
         prompt = original if unchanged else parsed.rewrite
         risk = parsed.risk or (Risk.NONE if unchanged else Risk.MEDIUM)
         return RewriteResult(

@@ -49,13 +49,22 @@ class Risk(str, Enum):
 _RISK_ORDER = [Risk.NONE, Risk.LOW, Risk.MEDIUM, Risk.HIGH]
 
 
+HistoryRole = Literal["user", "assistant", "system", "tool"]
+
+
 class HistoryTurn(BaseModel):
-    """One earlier turn of the conversation, text only (images of earlier turns are not re-sent)."""
+    """One other turn of the conversation: its text and how many images it carried.
+
+    The images themselves travel in :attr:`RewriteRequest.images`, earlier turns' images
+    first and in conversation order, so the rewriter judges an image sent in turn 1
+    together with a follow-up in turn 3.  ``images`` counts the ones of this turn.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    role: Literal["user", "assistant"]
+    role: HistoryRole
     text: str
+    images: int = Field(default=0, ge=0)
 
 
 class RewriteRequest(BaseModel):
@@ -66,6 +75,9 @@ class RewriteRequest(BaseModel):
     ``allow_local_files`` is False when the request was built from a framework
     message, so that a path or ``file://`` URL inside user-controlled content cannot
     make the guard read local files.
+
+    When ``history`` turns carry images (``HistoryTurn.images``), ``images`` starts
+    with those, in conversation order, and ends with the images of this request.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -101,14 +113,14 @@ class RewriteResult(BaseModel):
     """The outcome of one rewrite.
 
     ``prompt`` is what to send to the VLM in place of the user's text.  When the
-    failure policy produced it, ``fallback`` names the reason and ``action`` says
-    which policy acted.
+    failure policy produced it, ``fallback`` names the reason, ``action`` says which
+    policy acted and ``risk`` is ``None``: the risk is unknown, never invented.
     """
 
     prompt: str
     original: str
     analysis: str = ""
-    risk: Risk = Risk.NONE
+    risk: Risk | None = Risk.NONE
     changed: bool = False
     fallback: str | None = None
     action: Literal["rewrite", "unchanged", "shield", "passthrough", "block"] = "rewrite"
@@ -116,6 +128,11 @@ class RewriteResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     raw: str | None = None
     cached: bool = False
+
+    @property
+    def risk_label(self) -> str:
+        """``risk`` as a label for metrics and reports: its value, or ``unknown``."""
+        return self.risk.value if self.risk is not None else "unknown"
 
     @property
     def blocked(self) -> bool:

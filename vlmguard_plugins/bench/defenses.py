@@ -172,7 +172,7 @@ def vlmguard_defense(
         state.metadata["defense"] = {
             "name": "vlmguard",
             "prompt": result.prompt,
-            "risk": result.risk.value,
+            "risk": result.risk_label,
             "action": result.action,
             "changed": result.changed,
             "fallback": result.fallback,

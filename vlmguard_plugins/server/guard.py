@@ -70,7 +70,7 @@ class Guard:
 def guard_report(result: RewriteResult) -> dict[str, Any]:
     """What ``expose_analysis`` adds to a response, under the ``vlmguard`` key."""
     return {
-        "risk": result.risk.value,
+        "risk": result.risk_label,
         "action": result.action,
         "changed": result.changed,
         "analysis": result.analysis,

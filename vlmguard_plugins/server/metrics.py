@@ -80,7 +80,7 @@ class GatewayMetrics:
     def record_rewrite(self, result: RewriteResult, policy: str, seconds: float) -> None:
         """Count one guard decision and its latency."""
         self.rewrite_seconds.observe(seconds)
-        self.rewrites.labels(risk=result.risk.value, action=result.action).inc()
+        self.rewrites.labels(risk=result.risk_label, action=result.action).inc()
         if result.fallback is not None:
             reason = result.fallback.split(":", 1)[0]
             self.fallbacks.labels(policy=policy, reason=reason).inc()

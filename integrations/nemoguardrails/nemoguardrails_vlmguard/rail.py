@@ -56,7 +56,7 @@ class VLMGuardRewrite:
             prompt=result.prompt,
             original=result.original,
             analysis=result.analysis,
-            risk=result.risk.value,
+            risk=result.risk_label,
             action=result.action,
             fallback=result.fallback,
             result=result,

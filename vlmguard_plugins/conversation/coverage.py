@@ -1,0 +1,205 @@
+"""Coverage, request building and write-back: the guard's first promise, in one place.
+
+*Nothing reaches the VLM that the rewriter has not seen.*  For a conversation that
+means:
+
+- every text part of the last user turn is what the rewriter rewrites, and the text
+  of every other user and assistant turn is its history;
+- every image of every turn (system, user, assistant and tool turns alike, not only
+  the last) is given to the rewriter, earlier turns' images first, within the image
+  limits: a conversation over them is refused, never trimmed;
+- a part the guard cannot read (audio, video, a file, an unknown type, an image it
+  cannot load) is refused with :class:`~vlmguard_plugins.errors.UnsupportedContentError`
+  or :class:`~vlmguard_plugins.errors.ImageInputError`; the ``unsupported_content="drop"``
+  setting removes unsupported parts from what is forwarded instead.
+
+Write-back has one behaviour for every entry point: the rewritten text takes the place
+of the user turn's first text part, its other text parts are removed (the rewrite
+covers them), and every other part keeps its position.  A turn with no text gets the
+rewrite as a new text part after its last part (an image-only message reads "image,
+then question").  When the rewriter changed nothing, the conversation is returned as
+it came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+
+from ..errors import ImageInputError, InputError, TextTooLongError, UnsupportedContentError
+from ..types import MAX_HISTORY_TURNS, HistoryTurn, RewriteRequest, RewriteResult
+from .model import Conversation, ImagePart, OtherPart, Part, TextPart, Turn
+
+UnsupportedContentPolicy = Literal["refuse", "drop"]
+"""What to do with a part the guard cannot read: refuse the request (default) or drop the part."""
+
+ASSISTANT_STRUCTURE_KINDS = frozenset(
+    {
+        "tool_call",
+        "tool_call_chunk",
+        "tool_use",
+        "function_call",
+        "server_tool_call",
+        "server_tool_result",
+        "invalid_tool_call",
+        "reasoning",
+        "thinking",
+        "redacted_thinking",
+        "refusal",
+        "ToolCallBlock",
+        "ThinkingBlock",
+    }
+)
+"""Parts of an assistant turn that are the model's own bookkeeping (tool calls it made,
+its reasoning, a refusal), not content a user supplied: they pass unread, as the
+message's ``tool_calls`` field does."""
+
+
+@dataclass(frozen=True)
+class GuardPlan:
+    """A conversation ready for the rewriter.
+
+    ``conversation`` is the one to forward (unsupported parts dropped when the setting
+    says so); ``target`` is the index of the user turn to rewrite, ``request`` what the
+    rewriter reads.  ``target`` and ``request`` are ``None`` when the conversation has
+    no user turn and no image: there is nothing to rewrite and nothing unseen.
+    """
+
+    conversation: Conversation
+    target: int | None
+    request: RewriteRequest | None
+    dropped: tuple[str, ...] = ()
+
+
+def check_coverage(
+    conversation: Conversation, *, unsupported_content: UnsupportedContentPolicy = "refuse"
+) -> tuple[Conversation, tuple[str, ...]]:
+    """Refuse (or drop) every part the guard cannot read; return what may be forwarded.
+
+    Raises:
+        UnsupportedContentError: a part the guard does not read, under ``refuse``.
+        ImageInputError: an image part the guard cannot load (no data, no URL).
+    """
+    dropped: list[str] = []
+    turns: list[Turn] = []
+    for position, turn in enumerate(conversation):
+        kept: list[Part] = []
+        for part in turn.parts:
+            if isinstance(part, ImagePart) and part.problem is not None:
+                raise ImageInputError(
+                    f"the guard cannot read an image in message {position} ({turn.role}): "
+                    f"{part.problem}; send the image as base64 data or a URL"
+                )
+            if isinstance(part, OtherPart) and not _passes_unread(turn, part):
+                if unsupported_content == "drop":
+                    dropped.append(part.kind)
+                    continue
+                raise UnsupportedContentError(
+                    f"message {position} ({turn.role}) holds a {part.kind!r} part, which the "
+                    "guard cannot check; only text and images are guarded. Remove it, or set "
+                    "unsupported_content='drop' to drop such parts before the model sees them",
+                    part_type=part.kind,
+                    role=turn.role,
+                )
+            kept.append(part)
+        turns.append(turn if len(kept) == len(turn.parts) else turn.with_parts(kept))
+    return Conversation(tuple(turns)), tuple(dropped)
+
+
+def _passes_unread(turn: Turn, part: OtherPart) -> bool:
+    return turn.role == "assistant" and part.kind in ASSISTANT_STRUCTURE_KINDS
+
+
+def plan(
+    conversation: Conversation,
+    *,
+    unsupported_content: UnsupportedContentPolicy = "refuse",
+    allow_local_files: bool = False,
+    max_history_turns: int = MAX_HISTORY_TURNS,
+) -> GuardPlan:
+    """Check coverage and build the rewriter's request for ``conversation``.
+
+    Raises:
+        UnsupportedContentError, ImageInputError: see :func:`check_coverage`.
+        TextTooLongError: more turns than the rewriter reads (``max_history_turns``).
+        InputError: images but no user turn whose text the rewrite could replace.
+    """
+    covered, dropped = check_coverage(conversation, unsupported_content=unsupported_content)
+    target = covered.last_user_index()
+    has_images = any(turn.images for turn in covered)
+    if target is None:
+        if has_images:
+            raise InputError(
+                "the messages carry images but no user message, so the guard has no request "
+                "to rewrite; add the user's message"
+            )
+        return GuardPlan(covered, None, None, dropped)
+    history: list[HistoryTurn] = []
+    history_images: list[object] = []
+    for position, turn in enumerate(covered):
+        if position == target:
+            continue
+        text = turn.text if turn.role in ("user", "assistant") else ""
+        images = [part.source for part in turn.images]
+        if not text.strip() and not images:
+            continue
+        history.append(HistoryTurn(role=turn.role, text=text, images=len(images)))
+        history_images.extend(images)
+    if len(history) > max_history_turns:
+        raise TextTooLongError(
+            f"the conversation has {len(history) + 1} turns with text or images; the guard "
+            f"reads at most {max_history_turns + 1}, and a turn it cannot read must not "
+            "reach the model: shorten the conversation"
+        )
+    current = covered.turns[target]
+    try:
+        request = RewriteRequest(
+            text=current.text,
+            images=[*history_images, *(part.source for part in current.images)],
+            history=history,
+            allow_local_files=allow_local_files,
+        )
+    except ValidationError as exc:
+        raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
+    return GuardPlan(covered, target, request, dropped)
+
+
+def write_back(conversation: Conversation, index: int, prompt: str) -> Conversation:
+    """``conversation`` with the text of turn ``index`` replaced by ``prompt``.
+
+    The one write-back of the project (see the module's docstring for the placement).
+    """
+    turn = conversation.turns[index]
+    parts: list[Part] = []
+    placed = False
+    for part in turn.parts:
+        if not isinstance(part, TextPart):
+            parts.append(part)
+        elif not placed:
+            parts.append(TextPart(prompt, raw=part.raw))
+            placed = True
+    if not placed:
+        parts.append(TextPart(prompt))
+    return conversation.replace_turn(index, turn.with_parts(parts))
+
+
+def apply_result(plan: GuardPlan, result: RewriteResult) -> Conversation:
+    """The conversation to forward once ``result`` answered ``plan``'s request."""
+    if plan.target is None or plan.request is None:
+        return plan.conversation
+    if result.prompt == plan.request.text:
+        return plan.conversation
+    return write_back(plan.conversation, plan.target, result.prompt)
+
+
+__all__ = [
+    "ASSISTANT_STRUCTURE_KINDS",
+    "GuardPlan",
+    "UnsupportedContentPolicy",
+    "apply_result",
+    "check_coverage",
+    "plan",
+    "write_back",
+]
