@@ -27,6 +27,20 @@ class TextTooLongError(InputError):
     """The text or the conversation history is over the configured limit."""
 
 
+class UnsupportedContentError(InputError):
+    """A message holds a part the guard cannot check (audio, video, a file, an unknown type).
+
+    The guard never forwards content it has not seen: such a request is refused unless
+    the ``unsupported_content="drop"`` setting removes these parts instead.
+    ``part_type`` names the refused part's type and ``role`` the message it was in.
+    """
+
+    def __init__(self, message: str, *, part_type: str = "", role: str = "") -> None:
+        super().__init__(message)
+        self.part_type = part_type
+        self.role = role
+
+
 class ImageInputError(InputError):
     """An image could not be accepted: unreadable, too large, wrong format, bad source."""
 
@@ -93,6 +107,14 @@ class RewriteParseError(VLMGuardError):
         self.raw = raw
 
 
+class ContractViolationError(RewriteParseError):
+    """The rewriter's answer parsed but contradicts itself.
+
+    For example risk ``high`` with the user's text returned unchanged: forwarding the
+    original under a high-risk verdict would fail open, so the failure policy decides.
+    """
+
+
 __all__ = [
     "AuthenticationError",
     "BackendError",
@@ -100,6 +122,7 @@ __all__ = [
     "BackendUnavailableError",
     "BadResponseError",
     "ConfigurationError",
+    "ContractViolationError",
     "ImageDecodeError",
     "ImageFetchError",
     "ImageInputError",
@@ -110,6 +133,7 @@ __all__ = [
     "RewriteParseError",
     "TextTooLongError",
     "URLPolicyError",
+    "UnsupportedContentError",
     "UnsupportedImageFormatError",
     "VLMGuardError",
 ]

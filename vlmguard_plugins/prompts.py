@@ -15,7 +15,9 @@ from .images import PreparedImage
 from .types import HistoryTurn
 
 CONTRACT_TAGS = ("think", "risk", "rewrite", "user_request", "conversation")
-_TAG_PATTERN = re.compile(r"<\s*(/?)\s*(" + "|".join(CONTRACT_TAGS) + r")\b[^>]*>", re.IGNORECASE)
+# A contract tag's name, matched only at one position (right after `<`, whitespace and
+# an optional `/`): bounded alternatives without repetition, so it cannot backtrack.
+_TAG_PATTERN = re.compile(r"(" + "|".join(CONTRACT_TAGS) + r")\b", re.IGNORECASE)
 
 SYSTEM_PROMPT = """\
 You are a safety rewriter that sits in front of a vision-language assistant. You never \
@@ -53,15 +55,73 @@ the full prompt to send to the assistant
 
 
 def neutralise_tags(text: str) -> str:
-    """Replace the contract's tags in untrusted text with inert bracketed look-alikes."""
-    return _TAG_PATTERN.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", text)
+    """Replace the contract's tags in untrusted text with inert bracketed look-alikes.
+
+    A tag is ``<``, optional whitespace, an optional ``/``, optional whitespace, a
+    contract tag name in any case ending at a word boundary, then anything up to the
+    next ``>``: ``</ReWrite foo="x">`` becomes ``[/rewrite]``.
+
+    A single left-to-right scan in linear time, whatever the text: the whitespace
+    after a ``<`` is read once (it holds no other ``<``), a name is matched at one
+    position only, and the search for the closing ``>`` happens once per tag, or once
+    at all when none is left. A regex here backtracked quadratically (``<`` followed
+    by 16,000 spaces took seconds).
+    """
+    length = len(text)
+    parts: list[str] = []
+    copied = 0  # text[:copied] is already in parts
+    start = text.find("<")
+    while start != -1:
+        i = start + 1
+        while i < length and text[i].isspace():
+            i += 1
+        slash = ""
+        if i < length and text[i] == "/":
+            slash = "/"
+            i += 1
+            while i < length and text[i].isspace():
+                i += 1
+        name = _TAG_PATTERN.match(text, i)
+        if name is None:
+            start = text.find("<", i)  # text[start + 1 : i] is whitespace and "/" only
+            continue
+        end = text.find(">", name.end())
+        if end == -1:
+            break  # no ">" is left, so no later tag can be complete either
+        parts.append(text[copied:start])
+        parts.append(f"[{slash}{name.group(1).lower()}]")
+        copied = end + 1
+        start = text.find("<", copied)
+    parts.append(text[copied:])
+    return "".join(parts)
 
 
 def _history_block(history: list[HistoryTurn]) -> str:
     if not history:
         return ""
-    lines = [f"{turn.role}: {neutralise_tags(turn.text)}" for turn in history]
+    lines = []
+    seen = 0
+    for turn in history:
+        marker = ""
+        if turn.images:
+            numbers = ", ".join(str(seen + i + 1) for i in range(turn.images))
+            marker = f"[image {numbers}] " if turn.images == 1 else f"[images {numbers}] "
+            seen += turn.images
+        lines.append(f"{turn.role}: {marker}{neutralise_tags(turn.text)}".rstrip())
     return "<conversation>\n" + "\n".join(lines) + "\n</conversation>\n"
+
+
+def _intro(images: int, earlier: int) -> str:
+    if not images:
+        return "The user sent no image, only this request."
+    if not earlier:
+        return f"The user sent {images} image(s) above and this request."
+    current = images - earlier
+    return (
+        f"Above are {images} image(s) in conversation order: the first {earlier} came with "
+        f"the earlier turns marked [image N] and the last {current} with this request. "
+        "Judge this request together with every image of the conversation."
+    )
 
 
 def build_messages(
@@ -74,15 +134,13 @@ def build_messages(
 
     Image parts are ``{"type": "image", "image": PreparedImage}``; each backend turns
     them into its own representation (pixels for transformers, data URLs for HTTP).
+    Images of earlier turns (counted by ``HistoryTurn.images``) come first, so the
+    rewriter judges a follow-up question together with an image sent turns before.
     """
     content: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
-    intro = (
-        f"The user sent {len(images)} image(s) above and this request."
-        if images
-        else "The user sent no image, only this request."
-    )
+    earlier = sum(turn.images for turn in history or [])
     body = (
-        f"{_history_block(history or [])}{intro}\n"
+        f"{_history_block(history or [])}{_intro(len(images), earlier)}\n"
         f"<user_request>\n{neutralise_tags(text)}\n</user_request>\n"
         "Analyse it and write the rewrite in the required format."
     )
