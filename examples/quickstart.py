@@ -50,7 +50,7 @@ def main() -> None:
 
     with build_rewriter(args.model, args.base_url) as rewriter:
         result = rewriter.rewrite(args.text, images=[args.image] if args.image else [])
-    print(f"risk:     {result.risk.value}")
+    print(f"risk:     {result.risk_label}")
     print(f"action:   {result.action}" + (f" ({result.fallback})" if result.fallback else ""))
     print(f"analysis: {result.analysis or '-'}")
     print(f"prompt:   {result.prompt}")

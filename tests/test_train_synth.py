@@ -26,6 +26,7 @@ from vlmguard_plugins.train.testing import (
     scripted_teacher,
     teacher_reply,
 )
+from vlmguard_plugins.types import Risk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,9 +82,9 @@ def test_scripted_teacher_gives_a_loadable_dataset_in_the_rewriter_format(
         assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
         parsed = parse_output(row["messages"][-1]["content"][0]["text"])
         if sample.benign:
-            assert parsed.rewrite == sample.instruction and parsed.risk.value == "none"
+            assert parsed.rewrite == sample.instruction and parsed.risk is Risk.NONE
         else:
-            assert parsed.rewrite.startswith("Answer safely") and parsed.risk.value == "medium"
+            assert parsed.rewrite.startswith("Answer safely") and parsed.risk is Risk.MEDIUM
             assert "textual:" in parsed.analysis and "cross-modal:" in parsed.analysis
         assert (tmp_path / "out" / row["file_names"][0]).is_file()
 
@@ -107,7 +108,7 @@ def test_scripted_teacher_gives_a_loadable_dataset_in_the_rewriter_format(
     assert len(dataset) == 44
     assert dataset[0]["images"][0].size == (48, 40)
     assert dataset[0]["messages"][1]["content"][0]["type"] == "image"
-    from datasets import load_dataset
+    from datasets import load_dataset  # type: ignore[import-untyped]
 
     folder_dataset = load_dataset("imagefolder", data_dir=str(tmp_path / "out"), split="train")
     assert sorted(folder_dataset["id"]) == sorted(by_id)
@@ -205,15 +206,18 @@ def test_every_bad_sample_is_rejected_with_its_reason(tmp_path: Path) -> None:
     assert summary.accepted == 1
     assert summary.rejected == {
         "image_unreadable": 2,
-        "teacher_error": 1,
         "no_unsafe_response": 1,
         "causal_analysis_unparsable": 1,
         "contract_invalid": 1,
         "rewrite_unchanged": 1,
         "risk_label_mismatch": 1,
     }
+    # A teacher that is down says nothing about the sample: it failed, to be retried.
+    assert summary.failed == {"BackendUnavailableError": 1}
+    assert summary.failed_by_role == {"teacher": 1} and not summary.complete
     records = {r["id"]: r for r in _lines(tmp_path / "out/stages.jsonl")}
     assert "missing.png" in records["missing"]["detail"]
+    assert records["down"]["status"] == "failed" and records["down"]["role"] == "teacher"
     assert "connection refused" in records["down"]["detail"]
     assert records["bad-risk"]["stages"]["causal_analysis"]["raw"].endswith("<risk>awful</risk>")
     assert [row["id"] for row in _lines(tmp_path / "out/metadata.jsonl")] == ["good"]
@@ -238,7 +242,7 @@ def test_tiny_model_teacher_output_is_rejected_and_counted(
         "hindsight_unparsable",
         "causal_analysis_unparsable",
         "prompt_optimisation_unparsable",
-        "target_error",
+        "empty_unsafe_response",
     }
     for record in _lines(tmp_path / "out/stages.jsonl"):
         assert record["status"] == "rejected" and record["detail"]

@@ -72,19 +72,20 @@ def build_rewriter(
     max_new_tokens: int = 512,
 ) -> Any:
     """A Rewriter from command-line style settings (shared by the CLI's commands)."""
-    from . import Rewriter, load_backend
+    from .settings import RewriterSettings
 
-    kwargs: dict[str, Any] = {"model": model}
-    if backend == "openai":
-        if base_url:
-            kwargs["base_url"] = base_url
-        if api_key:
-            kwargs["api_key"] = api_key
-    return Rewriter(
-        backend=load_backend(backend, **kwargs),
-        on_error=on_error,  # type: ignore[arg-type]
-        max_new_tokens=max_new_tokens,
+    settings = RewriterSettings.from_mapping(
+        {
+            "backend": backend,
+            "model": model,
+            "base_url": base_url if backend == "openai" else None,
+            "api_key": api_key if backend == "openai" else None,
+            "on_error": on_error,
+            "max_new_tokens": max_new_tokens,
+        },
+        where="command-line options",
     )
+    return settings.build()
 
 
 def print_result(result: RewriteResult, *, title: str = "vlmguard") -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
@@ -30,10 +33,28 @@ def _load_backend(model: str, console: Console):  # -> TransformersBackend, is_t
                 border_style="red",
             )
         )
-        folder = Path(tempfile.gettempdir()) / "vlmguard-tiny-model"
-        if not (folder / "config.json").exists():
-            make_tiny_model(folder)
-        return TransformersBackend(folder), True
+        return TransformersBackend(_tiny_model_folder(make_tiny_model)), True
+
+
+def _tiny_model_folder(make: Any) -> Path:
+    """The demo's tiny model, built once; a build cut short is built again, never reused.
+
+    The model is written to a private folder and moved into place whole, so an
+    interrupted build (or a concurrent one) can never leave a half-written model behind.
+    """
+    folder = Path(tempfile.gettempdir()) / "vlmguard-tiny-model"
+    marker = folder / ".complete"
+    if marker.exists():
+        return folder
+    staging = Path(tempfile.mkdtemp(prefix="vlmguard-tiny-model-"))
+    make(staging)
+    (staging / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process moved its complete copy in first
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) -> None:

@@ -29,7 +29,7 @@ from .urls import URLPolicy
 DEFAULT_REWRITER_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 """The model a rewriter uses when none is named (a hub id for ``transformers``)."""
 
-_BACKENDS_WITH_DEFAULT_MODEL = frozenset({"transformers", "openai"})
+_BACKENDS_WITH_DEFAULT_MODEL = frozenset({"transformers"})
 
 
 class RewriterSettings(BaseModel):
@@ -38,7 +38,7 @@ class RewriterSettings(BaseModel):
     Attributes:
         backend: ``transformers``, ``openai``, or any installed backend.
         model: the rewriter model: a hub id or local folder (``transformers``), the
-            served model name (``openai``); for these two backends it defaults to
+            served model name (``openai``, required); for ``transformers`` it defaults to
             :data:`DEFAULT_REWRITER_MODEL`.
         base_url: the OpenAI-compatible server's URL, or a list of replicas.
         api_key: the rewriter server's key (``openai``).
@@ -100,6 +100,24 @@ class RewriterSettings(BaseModel):
             return cls.model_validate(dict(data or {}))
         except ValidationError as exc:
             raise ConfigurationError(f"invalid {where}: {describe_errors(exc)}") from exc
+
+    @classmethod
+    def from_options(
+        cls, backend: str, options: Mapping[str, Any] | None = None, *, where: str = ""
+    ) -> RewriterSettings:
+        """Settings from a backend name and flat keyword options (``model=..., timeout_s=...``).
+
+        Options named like a setting set it; any other option is a backend option
+        (passed to :func:`~vlmguard_plugins.load_backend`), so
+        ``from_options("openai", {"model": "m", "max_retries": 2, "timeout_s": 5})`` works.
+        """
+        known: dict[str, Any] = {"backend": backend}
+        extra: dict[str, Any] = {}
+        for name, value in (options or {}).items():
+            (known if name in cls.model_fields else extra)[name] = value
+        if extra:
+            known["backend_options"] = {**dict(known.get("backend_options") or {}), **extra}
+        return cls.from_mapping(known, where=where or f"settings of the {backend!r} rewriter")
 
     def backend_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for :func:`~vlmguard_plugins.load_backend`."""

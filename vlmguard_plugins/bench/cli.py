@@ -132,7 +132,8 @@ def run(
         str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
     ] = None,
     rewriter_arg: Annotated[
-        list[str] | None, typer.Option(help="Extra rewriter backend argument KEY=VALUE.")
+        list[str] | None,
+        typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
     ] = None,
     target_arg: Annotated[
         list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")

@@ -24,10 +24,12 @@ from inspect_ai.model import (
 )
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 
+from ..conversation import plan, write_back
 from ..errors import ConfigurationError
 from ..policy import shield_prompt
 from ..rewriter import Rewriter
-from ..types import RewriteRequest
+from ..settings import RewriterSettings
+from .conversation import from_conversation, to_conversation
 from .errors import BenchmarkDataError
 
 DEFENSES: tuple[str, ...] = ("none", "static_shield", "ecso", "vlmguard")
@@ -51,10 +53,8 @@ def _last_user(state: TaskState) -> ChatMessageUser:
 
 
 def user_text(message: ChatMessage) -> str:
-    """The text parts of a message, joined."""
-    if isinstance(message.content, str):
-        return message.content
-    return "\n".join(p.text for p in message.content if isinstance(p, ContentText))
+    """The text parts of a message, joined (as the core reads them)."""
+    return to_conversation([message]).turns[0].text
 
 
 def user_images(message: ChatMessage) -> list[str]:
@@ -64,11 +64,13 @@ def user_images(message: ChatMessage) -> list[str]:
     return [p.image for p in message.content if isinstance(p, ContentImage)]
 
 
-def replace_text(message: ChatMessageUser, text: str) -> None:
-    """Put ``text`` in place of the message's text parts, images untouched and first."""
-    parts = [] if isinstance(message.content, str) else message.content
-    images = [p for p in parts if isinstance(p, ContentImage)]  # kept as sent (detail too)
-    message.content = [*images, ContentText(text=text)]
+def _write_last_user(state: TaskState, text: str) -> None:
+    """Put ``text`` in place of the last user message's text, through the core's write-back."""
+    conversation = to_conversation(state.messages)
+    guard_plan = plan(conversation, allow_local_files=True)
+    if guard_plan.target is None:
+        raise BenchmarkDataError("the sample has no user message to defend")
+    state.messages = from_conversation(write_back(guard_plan.conversation, guard_plan.target, text))
 
 
 @solver
@@ -82,8 +84,7 @@ def static_shield() -> Solver:
     """The user's text under the static safety instruction (:data:`SHIELD_INSTRUCTION`)."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        message = _last_user(state)
-        replace_text(message, shield_prompt(user_text(message)))
+        _write_last_user(state, shield_prompt(user_text(_last_user(state))))
         state.metadata["defense"] = {"name": "static_shield"}
         return await generate(state)
 
@@ -143,32 +144,29 @@ def vlmguard_defense(
 ) -> Solver:
     """Rewrite the user's text with the Rewriter, then let the target answer.
 
-    Pass a ready ``rewriter``, or a ``backend`` name with ``backend_args`` (for
-    example ``backend="openai", backend_args={"model": "vlmguard-r1",
-    "base_url": "http://localhost:8000/v1"}``); it is built on first use.
+    Pass a ready ``rewriter``, or a ``backend`` name with ``backend_args``: options
+    named like a :class:`~vlmguard_plugins.RewriterSettings` field set it, the rest go
+    to the backend (for example ``backend="openai", backend_args={"model":
+    "vlmguard-r1", "base_url": "http://localhost:8000/v1"}``); it is built on first use.
     """
     built: list[Rewriter] = [rewriter] if rewriter is not None else []
 
     def get_rewriter() -> Rewriter:
         if not built:
-            from ..backends import load_backend
-
-            built.append(
-                Rewriter(
-                    backend=load_backend(backend, **(backend_args or {})),
-                    on_error=on_error,  # type: ignore[arg-type]
-                    max_new_tokens=max_new_tokens,
-                )
-            )
+            options = {"on_error": on_error, "max_new_tokens": max_new_tokens}
+            settings = RewriterSettings.from_options(backend, {**options, **(backend_args or {})})
+            built.append(settings.build())
         return built[0]
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        message = _last_user(state)
-        text = user_text(message)
         # The benchmark's own image files are trusted local input.
-        request = RewriteRequest(text=text, images=user_images(message), allow_local_files=True)
-        result = await get_rewriter().arewrite(request)
-        replace_text(message, result.prompt)
+        guarded = await get_rewriter().aguard(
+            to_conversation(state.messages), allow_local_files=True
+        )
+        result = guarded.result
+        if result is None:
+            raise BenchmarkDataError("the sample has no user message to defend")
+        state.messages = from_conversation(guarded.conversation)
         state.metadata["defense"] = {
             "name": "vlmguard",
             "prompt": result.prompt,

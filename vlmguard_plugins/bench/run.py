@@ -116,17 +116,16 @@ def run_benchmark(
     if "vlmguard" in defenses and rewriter is None:
         # One rewriter for every task: a local rewriter model is loaded once, and a
         # wrong backend setting fails here, before any sample runs.
-        from ..backends import load_backend
+        from ..settings import RewriterSettings
 
         try:
-            backend = load_backend(rewriter_backend, **(rewriter_args or {}))
+            rewriter = RewriterSettings.from_options(rewriter_backend, rewriter_args).build()
         except ConfigurationError as exc:  # a missing or unknown backend argument
             raise ConfigurationError(
                 f"the vlmguard defence's {rewriter_backend!r} rewriter backend: {exc} "
                 "(give the rewriter model with --rewriter-model, other settings with "
                 "--rewriter-arg KEY=VALUE)"
             ) from exc
-        rewriter = Rewriter(backend=backend)
     built = build_tasks(
         tasks,
         defenses,

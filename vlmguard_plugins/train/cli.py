@@ -73,8 +73,22 @@ def synth(
         float | None, typer.Option(help="Largest share of benign samples (default 0.1).")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="Also reprocess the samples recorded as rejected (failed ones are always "
+            "retried); accepted samples are never redone.",
+        ),
+    ] = False,
 ) -> None:
-    """Synthesise rewriter training data with a teacher model (three stages)."""
+    """Synthesise rewriter training data with a teacher model (three stages).
+
+    Exit status: 0 when every sample was accepted or rejected; 1 when some samples
+    failed (a teacher, target or judge call raised: server down, timeout, rate
+    limit...), which running the same command again retries; 2 for invalid settings
+    or source data; 130 when interrupted (rerun to resume).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -110,7 +124,7 @@ def synth(
             data = {k: v for k, v in overrides.items() if v is not None}
             data.update({role: spec for role, spec in specs.items() if spec is not None})
             settings = SynthConfig.build(**data)
-        summary = synthesize(settings, progress=progress)
+        summary = synthesize(settings, progress=progress, retry_failed=retry_failed)
     except VLMGuardError as exc:
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(code=2) from exc
@@ -122,8 +136,27 @@ def synth(
     table.add_row("  of which benign", str(summary.benign_accepted))
     for reason, count in sorted(summary.rejected.items()):
         table.add_row(f"rejected: {reason}", str(count))
+    for error, count in sorted(summary.failed.items()):
+        table.add_row(f"failed: {error}", str(count))
     table.add_row("done in earlier runs", str(summary.resumed))
+    if summary.retried:
+        table.add_row("retried from earlier runs", str(summary.retried))
     Console().print(table)
+
+    if summary.failed:
+        from rich.markup import escape
+
+        roles = ", ".join(f"{role}: {n}" for role, n in sorted(summary.failed_by_role.items()))
+        journal = escape(str(summary.output / "stages.jsonl"))
+        err.print(
+            f"[bold yellow]{summary.failed_total} samples failed[/] ({roles}; details in "
+            f"{journal}). They are not recorded as done: once the models are reachable, "
+            "run the same command again to retry them."
+        )
+        # Non-zero so scripts and schedulers notice an incomplete dataset.
+        raise typer.Exit(code=1)
+    if summary.rejected:
+        err.print("Rejections are final; add --retry-failed to reprocess them too.")
 
 
 def sft(ctx: typer.Context) -> None:

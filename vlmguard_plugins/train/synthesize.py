@@ -10,13 +10,23 @@ The output folder is the dataset and its journal:
 
 - ``metadata.jsonl`` + ``images/``: accepted samples in the rewriter's chat format
   (``datasets.load_dataset("imagefolder", data_dir=...)`` loads them);
-- ``stages.jsonl``: every processed sample, accepted or rejected, with each stage's
-  raw and parsed output and the rejection reason;
-- ``summary.json``: the counts, rejections by reason.
+- ``stages.jsonl``: every processed sample, accepted, rejected or failed, with each
+  stage's raw and parsed output and the rejection reason or the error;
+- ``summary.json``: the counts, rejections by reason, failures by error type.
+
+Each sample ends in one of three ways:
+
+- **accepted**: it is in the dataset;
+- **rejected**: a final verdict on the sample itself (unreadable image, a teacher
+  reply that lacks its stage's tags or fails a check, verification said no);
+- **failed**: a model call raised (server down, timeout, rate limit, bad response,
+  any other backend or unexpected error). That says nothing about the sample, so it
+  is journalled for inspection but not as done: the next run retries it.
 
 Samples are processed concurrently and each result is appended as one line as soon
 as it is known, so an interrupted run loses at most the samples in flight; a rerun
-skips every sample already recorded and never writes one twice.
+skips every sample already accepted or rejected, retries the failed ones (and, with
+``retry_failed``, the rejected ones too) and never writes a dataset row twice.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, GenerationRequest
-from ..errors import ConfigurationError, ImageInputError, RewriteParseError, VLMGuardError
+from ..errors import ConfigurationError, ImageFetchError, ImageInputError, RewriteParseError
 from ..images import PreparedImage, load_images
 from ..parsing import format_output, parse_output
 from ..types import Risk
@@ -65,10 +75,20 @@ logger = logging.getLogger("vlmguard_plugins.train")
 STAGES_FILE = "stages.jsonl"
 SUMMARY_FILE = "summary.json"
 
+# Rejection reasons that earlier versions journalled for what were really failed
+# model calls (the server was down): such records are retried like failures, so a
+# dataset made before the distinction existed gets those samples back on a rerun.
+LEGACY_FAILURE_REASONS = frozenset({"teacher_error", "target_error", "judge_error", "error"})
+
 
 @dataclass
 class SynthSummary:
-    """What a synthesis run produced (counting earlier, resumed runs too)."""
+    """What a synthesis run produced (counting earlier, resumed runs too).
+
+    ``failed`` counts, by error type, the samples whose last attempt failed (a model
+    call raised): they are not done, and running again retries them. ``complete``
+    is true when there are none.
+    """
 
     total: int
     accepted: int
@@ -77,6 +97,17 @@ class SynthSummary:
     resumed: int
     processed_now: int
     output: Path
+    failed: dict[str, int] = field(default_factory=dict)
+    failed_by_role: dict[str, int] = field(default_factory=dict)
+    retried: int = 0
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,17 +115,34 @@ class SynthSummary:
             "accepted": self.accepted,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
+            "failed": dict(sorted(self.failed.items())),
+            "failed_by_role": dict(sorted(self.failed_by_role.items())),
+            "failed_total": self.failed_total,
+            "complete": self.complete,
             "benign_accepted": self.benign_accepted,
             "resumed": self.resumed,
+            "retried": self.retried,
             "processed_now": self.processed_now,
         }
 
 
 class _Rejected(Exception):
+    """A final verdict on the sample: it is journalled as done and not retried."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class _Failed(Exception):
+    """A model call raised: nothing is known about the sample, so it must be retried."""
+
+    def __init__(self, role: str, where: str, error: BaseException) -> None:
+        super().__init__(f"{role} ({where}): {type(error).__name__}: {error}")
+        self.role = role
+        self.error_type = type(error).__name__
+        self.detail = f"{where}: {type(error).__name__}: {error}"
 
 
 @dataclass
@@ -104,6 +152,15 @@ class _Outcome:
     reason: str | None = None
     detail: str | None = None
     row: dict[str, Any] | None = None
+    # Set when the sample failed rather than being decided.
+    error_type: str | None = None
+    role: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.row is not None:
+            return "accepted"
+        return "failed" if self.error_type is not None else "rejected"
 
 
 # --- the output folder --------------------------------------------------------------
@@ -119,6 +176,26 @@ def _repair_tail(path: Path) -> None:
     cut = data.rfind(b"\n") + 1
     with path.open("r+b") as handle:
         handle.truncate(cut)
+
+
+def _latest_records(path: Path) -> dict[str, dict[str, Any]]:
+    """The journal's last record of each sample (a retried sample has several)."""
+    latest: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return latest
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            latest[record["id"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return latest
+
+
+def _is_failure(record: dict[str, Any]) -> bool:
+    if record.get("status") == "failed":
+        return True
+    return record.get("status") == "rejected" and record.get("reason") in LEGACY_FAILURE_REASONS
 
 
 def _recorded_ids(path: Path) -> set[str]:
@@ -190,8 +267,8 @@ class _SampleRunner:
                     messages=messages, max_new_tokens=self.config.max_new_tokens, stop=[]
                 )
             )
-        except VLMGuardError as exc:
-            raise _Rejected("teacher_error", f"{stage}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # whatever the backend raised, the sample is not at fault
+            raise _Failed("teacher", stage, exc) from exc
         return generation.text
 
     async def _unsafe_response(self, sample: SourceSample, images: list[PreparedImage]) -> str:
@@ -209,10 +286,11 @@ class _SampleRunner:
                     stop=[],
                 )
             )
-        except VLMGuardError as exc:
-            raise _Rejected("target_error", f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _Failed("target", "unsafe response", exc) from exc
         if not generation.text.strip():
-            raise _Rejected("target_error", "the target model returned an empty response")
+            # The server answered: an empty sample is a verdict on this sample, not an outage.
+            raise _Rejected("empty_unsafe_response", "the target model returned an empty response")
         return generation.text
 
     async def run(self, sample: SourceSample) -> _Outcome:
@@ -221,17 +299,25 @@ class _SampleRunner:
             await self._run(sample, outcome)
         except _Rejected as rejection:
             outcome.reason, outcome.detail = rejection.reason, rejection.detail
+        except _Failed as failure:
+            logger.warning("sample %s failed, it will be retried: %s", sample.id, failure)
+            outcome.role, outcome.error_type = failure.role, failure.error_type
+            outcome.detail = failure.detail
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:  # one broken sample (or plugin backend) must not stop the run
+            # Unexpected, so not known to be about the sample: failed (retried), not rejected.
             logger.exception("synthesis of sample %s failed", sample.id)
-            outcome.reason, outcome.detail = "error", f"{type(exc).__name__}: {exc}"
+            outcome.role, outcome.error_type = "synthesis", type(exc).__name__
+            outcome.detail = f"{type(exc).__name__}: {exc}"
         return outcome
 
     async def _run(self, sample: SourceSample, outcome: _Outcome) -> None:
         stages = outcome.stages
         try:
             images = load_images([str(path) for path in sample.images])
+        except ImageFetchError as exc:  # a remote image that could not be fetched this time
+            raise _Failed("image", "loading the images", exc) from exc
         except ImageInputError as exc:
             raise _Rejected("image_unreadable", str(exc)) from exc
 
@@ -320,15 +406,15 @@ class _SampleRunner:
         assert self.verifier is not None
         try:
             answer = await self.verifier.answer(images, rewrite)
-        except VLMGuardError as exc:
-            raise _Rejected("target_error", f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _Failed("target", "verification answer", exc) from exc
         stages["verification"] = {"answer": answer}
         try:
             verdict = await self.verifier.judge_answer(images, sample.instruction, rewrite, answer)
         except StageOutputError as exc:
             raise _Rejected("judge_unparsable", str(exc)) from exc
-        except VLMGuardError as exc:
-            raise _Rejected("judge_error", f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise _Failed("judge", "verification verdict", exc) from exc
         stages["verification"].update(safe=verdict.safe, helpful=verdict.helpful)
         if not verdict.safe:
             raise _Rejected("unsafe_answer", "the target's answer to the rewrite was judged unsafe")
@@ -339,28 +425,42 @@ class _SampleRunner:
 # --- the run ------------------------------------------------------------------------
 
 
-def _summary_from_journal(output: Path, resumed: int, processed_now: int) -> SynthSummary:
+def _summary_from_journal(
+    output: Path, resumed: int, processed_now: int, retried: int
+) -> SynthSummary:
     rejected: Counter[str] = Counter()
-    decided: set[str] = set()
-    for line in (output / STAGES_FILE).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        decided.add(record["id"])
-        if record["status"] == "rejected":
-            rejected[record["reason"]] += 1
+    failed: Counter[str] = Counter()
+    failed_by_role: Counter[str] = Counter()
     rows = read_metadata(output)
     accepted_ids = {row["id"] for row in rows}
+    latest = _latest_records(output / STAGES_FILE)
+    for sample_id, record in latest.items():
+        if sample_id in accepted_ids:
+            continue
+        if _is_failure(record):
+            # Old journals name the role in the reason (``teacher_error``) and no type.
+            failed[record.get("error") or record.get("reason") or "unknown"] += 1
+            failed_by_role[record.get("role") or _legacy_role(record.get("reason"))] += 1
+        elif record.get("status") == "rejected":
+            rejected[record.get("reason") or "unknown"] += 1
     return SynthSummary(
-        total=len(decided | accepted_ids),
+        total=len(set(latest) | accepted_ids),
         accepted=len(rows),
         rejected=dict(rejected),
         benign_accepted=sum(1 for row in rows if row.get("benign")),
         resumed=resumed,
         processed_now=processed_now,
         output=output,
+        failed=dict(failed),
+        failed_by_role=dict(failed_by_role),
+        retried=retried,
     )
+
+
+def _legacy_role(reason: str | None) -> str:
+    if reason and reason.endswith("_error") and reason != "error":
+        return reason.removesuffix("_error")
+    return "synthesis"
 
 
 async def asynthesize(
@@ -370,8 +470,14 @@ async def asynthesize(
     target: Backend | None = None,
     judge: Backend | None = None,
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> SynthSummary:
     """Run (or resume) synthesis; backends given here replace those in ``config``.
+
+    A rerun skips the samples already accepted or rejected and retries the failed
+    ones; ``retry_failed`` also reprocesses the rejected ones. Accepted samples are
+    never redone. Failures do not raise: check ``summary.complete`` (or
+    ``summary.failed``) and run again to retry them.
 
     Raises:
         ConfigurationError: no teacher, or ``verify`` without a target and a judge.
@@ -406,7 +512,9 @@ async def asynthesize(
             if target_backend is None or judge_backend is None:
                 raise ConfigurationError("verification needs both a target and a judge model")
             verifier = Verifier(target=target_backend, judge=judge_backend)
-        return await _run(config, samples, teacher_backend, target_backend, verifier, progress)
+        return await _run(
+            config, samples, teacher_backend, target_backend, verifier, progress, retry_failed
+        )
     finally:
         for backend in owned:
             await backend.aclose()
@@ -419,6 +527,7 @@ async def _run(
     target: Backend | None,
     verifier: Verifier | None,
     progress: bool,
+    retry_failed: bool,
 ) -> SynthSummary:
     output = config.output
     images_dir = output / IMAGES_DIR
@@ -428,13 +537,24 @@ async def _run(
         _repair_tail(path)
         path.touch()
     # The journal is written first and holds each accepted row, so a sample is done once
-    # it is journalled; an interruption between the two appends is mended here.
+    # it is journalled as accepted or rejected; an interruption between the two appends
+    # is mended here. A journalled failure is not done: it is retried below.
     _restore_accepted_rows(stages_path, metadata_path)
-    done = _recorded_ids(stages_path)
+    latest = _latest_records(stages_path)
+    # A dataset row is never written twice, whatever the journal says.
+    done = _recorded_ids(metadata_path)
+    for sample_id, record in latest.items():
+        if record.get("status") == "accepted":
+            done.add(sample_id)
+        elif not retry_failed and not _is_failure(record):
+            done.add(sample_id)  # a final rejection
     pending = [sample for sample in samples if sample.id not in done]
     resumed = len(samples) - len(pending)
+    retried = sum(1 for sample in pending if sample.id in latest)
     if resumed:
         logger.info("resuming: %d of %d samples already done", resumed, len(samples))
+    if retried:
+        logger.info("retrying %d samples that failed or were rejected before", retried)
 
     runner = _SampleRunner(config, teacher, target, verifier, images_dir)
     semaphore = asyncio.Semaphore(config.concurrency)
@@ -458,27 +578,31 @@ async def _run(
             bar.stop()
 
     _prune_images(output, read_metadata(output))
-    summary = _summary_from_journal(output, resumed, len(pending))
+    summary = _summary_from_journal(output, resumed, len(pending), retried)
     (output / SUMMARY_FILE).write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
 
 
 def _record(outcome: _Outcome, stages_path: Path, metadata_path: Path) -> None:
-    """Journal the outcome, then add an accepted sample to the dataset (write-ahead)."""
+    """Journal the outcome, then add an accepted sample to the dataset (write-ahead).
+
+    A failure is journalled too (its error and partial stages help diagnose the
+    outage), but with status ``failed``, which a rerun does not count as done.
+    """
     sample = outcome.sample
-    _append(
-        stages_path,
-        {
-            "id": sample.id,
-            "status": "accepted" if outcome.row is not None else "rejected",
-            "reason": outcome.reason,
-            "detail": outcome.detail,
-            "benign": sample.benign,
-            "instruction": sample.instruction,
-            "stages": outcome.stages,
-            "row": outcome.row,
-        },
-    )
+    record: dict[str, Any] = {
+        "id": sample.id,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "detail": outcome.detail,
+        "benign": sample.benign,
+        "instruction": sample.instruction,
+        "stages": outcome.stages,
+        "row": outcome.row,
+    }
+    if outcome.error_type is not None:
+        record.update(error=outcome.error_type, role=outcome.role)
+    _append(stages_path, record)
     if outcome.row is not None:
         _append(metadata_path, outcome.row)
 
@@ -536,8 +660,16 @@ def synthesize(
     target: Backend | None = None,
     judge: Backend | None = None,
     progress: bool = False,
+    retry_failed: bool = False,
 ) -> SynthSummary:
     """Blocking form of :func:`asynthesize`."""
     return asyncio.run(
-        asynthesize(config, teacher=teacher, target=target, judge=judge, progress=progress)
+        asynthesize(
+            config,
+            teacher=teacher,
+            target=target,
+            judge=judge,
+            progress=progress,
+            retry_failed=retry_failed,
+        )
     )

@@ -13,17 +13,22 @@ pipeline (and code built on it) can be exercised offline::
 
 ``write_example_source(folder, n)`` writes a small generic-JSONL source with drawn
 images, for trying the pipeline end to end.
+
+``OutageBackend(backend, fail_first=n)`` wraps any of them to simulate a server that
+is down (for its first ``n`` calls, or while ``.down`` is set) and then recovers.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..backends.base import GenerationRequest
+from ..backends.base import Backend, Generation, GenerationRequest
+from ..errors import BackendUnavailableError
 from ..testing import ScriptedBackend
 
 _INSTRUCTION = re.compile(r"<instruction>\n(.*?)\n</instruction>", re.S)
@@ -100,6 +105,46 @@ def scripted_judge(safe: bool = True, helpful: bool = True, **kwargs: object) ->
         f"<safe>{'yes' if safe else 'no'}</safe>\n<helpful>{'yes' if helpful else 'no'}</helpful>"
     )
     return ScriptedBackend([verdict], **kwargs)  # type: ignore[arg-type]
+
+
+class OutageBackend:
+    """``backend`` behind a server that is down for a while, then recovers.
+
+    Args:
+        backend: answers the calls made while the server is up.
+        fail_first: the first this many calls raise ``error``.
+        error: the exception class (or a factory) raised while down; a fresh
+            instance each call. Default: :class:`BackendUnavailableError`.
+
+    Setting ``down`` to true makes every call fail until it is set back, which
+    simulates an outage window. ``calls`` and ``failures`` count the calls.
+    """
+
+    name = "outage"
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        fail_first: int = 0,
+        error: Callable[[str], BaseException] = BackendUnavailableError,
+    ) -> None:
+        self.backend = backend
+        self.fail_first = fail_first
+        self.error = error
+        self.down = False
+        self.calls = 0
+        self.failures = 0
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        self.calls += 1
+        if self.down or self.calls <= self.fail_first:
+            self.failures += 1
+            raise self.error("connection refused (simulated outage)")
+        return await self.backend.agenerate(request)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
 
 
 _HARMFUL = [
