@@ -200,7 +200,8 @@ def _check_address(shown: str, host: str, address: IPAddress, policy: URLPolicy)
         raise URLPolicyError(
             f"refused image URL {shown}: {subject} is {article} {kind} address; "
             "private, loopback or link-local addresses are refused "
-            "(set allow_private_addresses=True to allow them)"
+            "(allow them with the allow_private_image_addresses setting or "
+            "URLPolicy(allow_private_addresses=True))"
         )
     raise URLPolicyError(
         f"refused image URL {shown}: {subject} is {article} {kind} address, never fetched"
@@ -247,7 +248,9 @@ def _parse(url: str, policy: URLPolicy) -> httpx.URL:
     if not policy.allow_remote:
         raise URLPolicyError(
             f"refused image URL {shown}: remote image fetching is disabled; enable it with "
-            "URLPolicy(allow_remote=True) or pass the image bytes instead"
+            "the allow_remote_images setting (RewriterSettings, NeMo custom_data, "
+            "vlmguard serve --allow-remote-images) or URLPolicy(allow_remote=True) on a "
+            "Rewriter, or send the image as base64 data instead"
         )
     control = _CONTROL.search(url)
     if control:
