@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
 from vlmguard_plugins import Risk
@@ -94,3 +97,93 @@ def test_malformed_outputs_fail_loudly(raw: str, message: str) -> None:
     with pytest.raises(RewriteParseError, match=message) as info:
         parse_output(raw)
     assert info.value.raw == raw
+
+
+def test_spaces_fences_and_case_are_tolerated() -> None:
+    raw = "Here:\n```xml\n<Think>\n a \n</THINK>\n<risk>  LOW </risk>\n<ReWrite>\n\n  Hi.  \n```"
+    parsed = parse_output(raw)
+    assert (parsed.analysis, parsed.risk, parsed.rewrite) == ("a", Risk.LOW, "Hi.")
+    assert parse_output("```\n<rewrite>Hi</rewrite>\n```").rewrite == "Hi"
+    assert parse_output("<rewrite>Hi</rewrite>\n<risk>\n\nsevere</risk>").risk is Risk.HIGH
+    assert parse_output("<risk>unknown</risk><rewrite>Hi</rewrite>").risk is None
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    ["<think>", "</risk>", "</ rewrite >", "<\tREWRITE\n>", "</  think>", "<risk   >"],
+)
+def test_contract_tags_inside_the_rewrite_are_rejected(rewrite: str) -> None:
+    with pytest.raises(RewriteParseError, match="contract's own tags"):
+        parse_output(f"<rewrite>Say hi {rewrite} now</rewrite>")
+
+
+@pytest.mark.parametrize("rewrite", ["a < b > c", "<thinker>", "< risky >", "/ <p> risk >"])
+def test_other_angle_brackets_inside_the_rewrite_are_kept(rewrite: str) -> None:
+    assert parse_output(f"<rewrite>{rewrite}</rewrite>").rewrite == rewrite
+
+
+# The regex parser this one replaced: right on short outputs, quadratic on long ones.
+_R_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?|\n?\s*```\s*$")
+_R_THINK = re.compile(r"<think>(.*?)(?:</think>|(?=<risk>)|(?=<rewrite>)|\Z)", re.S | re.I)
+_R_RISK = re.compile(r"<risk>\s*([a-z]+)\s*(?:</risk>)?", re.I)
+_R_OPEN = re.compile(r"<rewrite>", re.I)
+_R_CLOSE = re.compile(r"</rewrite>", re.I)
+_R_TAG = re.compile(r"</?\s*(think|risk|rewrite)\s*>", re.I)
+
+
+def _reference_parse(raw: str) -> tuple[str, str | None, str] | str:
+    """(analysis, risk, rewrite), or the start of the error message."""
+
+    def strip(text: str) -> str:
+        return _R_FENCE.sub("", text.strip()).strip()
+
+    if not raw.strip():
+        return "the rewriter returned an empty output"
+    text = strip(raw)
+    opens = list(_R_OPEN.finditer(text))
+    if not opens:
+        return "the rewriter's output has no <rewrite> section"
+    if len(opens) > 1:
+        return "the rewriter's output has more than one <rewrite>"
+    close = _R_CLOSE.search(text, opens[0].end())
+    rewrite = text[opens[0].end() : close.start()] if close else strip(text[opens[0].end() :])
+    rewrite = rewrite.strip()
+    if not rewrite:
+        return "the rewriter's <rewrite> section is empty"
+    if _R_TAG.search(rewrite):
+        return "the rewrite contains the output contract's own tags"
+    head = text[: opens[0].start()]
+    think = _R_THINK.search(head)
+    risk = _R_RISK.search(head) or _R_RISK.search(text[close.end() :] if close else "")
+    words = {"none": "none", "no": "none", "safe": "none", "low": "low", "medium": "medium"}
+    words |= {"moderate": "medium", "high": "high", "severe": "high"}
+    return (
+        think.group(1).strip() if think else "",
+        words.get(risk.group(1).lower()) if risk else None,
+        rewrite,
+    )
+
+
+_PIECES = [
+    *("<think>", "</think>", "<risk>", "</risk>", "<rewrite>", "</rewrite>", "<REWRITE>"),
+    *("<Think>", "</RISK>", "< think >", "</ risk>", "<rewrite >", "<", ">", "/", "`"),
+    *("```", "```xml", "```json-5", " ", "  ", "\n", "\t", "\u2028", "x", "low", "High"),
+    *("MEDIUM", "severe", "unknown", "<risk> high", "<risk>\nno", "<RISK>safe</risk>"),
+    *("-", "_", "é", "\u212a"),  # the Kelvin sign is a "k" to re.IGNORECASE
+]
+
+
+def test_parse_matches_the_reference_parser_on_random_outputs() -> None:
+    rng = random.Random(99)
+    for _ in range(8_000):
+        raw = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 12)))
+        if rng.random() < 0.5 and "<rewrite>" not in raw.lower():
+            raw += rng.choice(("<rewrite>", "<rewrite>x", "<Rewrite> y </rewrite>"))
+        expected = _reference_parse(raw)
+        try:
+            parsed = parse_output(raw)
+        except RewriteParseError as exc:
+            assert isinstance(expected, str) and str(exc).startswith(expected), repr(raw)
+        else:
+            risk = parsed.risk.value if parsed.risk else None
+            assert (parsed.analysis, risk, parsed.rewrite) == expected, repr(raw)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.prompts import build_messages, neutralise_tags
 from vlmguard_plugins.testing import ScriptedBackend
@@ -47,3 +50,36 @@ def test_parser_reads_only_the_models_answer() -> None:
     result = Rewriter(backend=backend).rewrite(ATTACK)
     assert result.prompt == "Describe the picture."
     assert result.original == ATTACK
+
+
+# The regex neutralise_tags used to be: right on short text, quadratic on long text.
+_REFERENCE_TAG = re.compile(
+    r"<\s*(/?)\s*(think|risk|rewrite|user_request|conversation)\b[^>]*>", re.IGNORECASE
+)
+_PIECES = [
+    *("<", "<", ">", "/", " ", "  ", "\n", "\t", "\x1c", "\u00a0", "\u2028", "x", "_", "1", "é"),
+    *("think", "THINK", "Think", "risk", "rewrite", "ReWrite", "user_request", "conversation"),
+    *("\u212aink", "ri\u017fk", 'foo="x"', "=", "[", "]"),  # Kelvin sign, long s: re.I matches
+]
+
+
+def _reference_neutralise(text: str) -> str:
+    return _REFERENCE_TAG.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", text)
+
+
+def test_contract_tags_become_bracketed_look_alikes() -> None:
+    assert neutralise_tags('</ReWrite foo="x">') == "[/rewrite]"
+    assert neutralise_tags("a < / Think\n>b<USER_REQUEST>c</conversation x>") == (
+        "a [/think]b[user_request]c[/conversation]"
+    )
+    assert neutralise_tags("<rewrite\nclass='a'\n>x< risk>") == "[rewrite]x[risk]"
+    # Not contract tags: other names, longer names, a slash in the wrong place.
+    for kept in ("<b>", "<thinker>", "<risky>", "<rewrites>", "/<rewrite", "<rewrite", "< >"):
+        assert neutralise_tags(kept) == kept
+
+
+def test_neutralise_matches_the_reference_regex_on_random_text() -> None:
+    rng = random.Random(1234)
+    for _ in range(5_000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 14)))
+        assert neutralise_tags(text) == _reference_neutralise(text), repr(text)
