@@ -24,7 +24,7 @@ from .errors import (
     TextTooLongError,
     VLMGuardError,
 )
-from .images import ImageLimits, PreparedImage, load_images
+from .images import ImageLimits, PreparedImage, load_images, open_images
 from .parsing import parse_output
 from .policy import apply_failure_policy, validate_policy
 from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
@@ -213,8 +213,8 @@ class Rewriter:
         except VLMGuardError as error:
             return self._policy_result(policy, request, error, started, usage, raw)
         except asyncio.TimeoutError:
-            error = BackendTimeoutError(f"the rewrite did not finish within {self.timeout_s} s")
-            return self._policy_result(policy, request, error, started, usage, raw)
+            timeout = BackendTimeoutError(f"the rewrite did not finish within {self.timeout_s} s")
+            return self._policy_result(policy, request, timeout, started, usage, raw)
         if key is not None and not result.cached:
             self.cache.put(key, result)  # type: ignore[union-attr]
         return result
@@ -320,7 +320,9 @@ class Rewriter:
             return request
         try:
             return RewriteRequest(
-                text=request, images=list(images or []), history=list(history or [])
+                text=request,
+                images=list(images or []),
+                history=list(history or []),  # type: ignore[arg-type]  # dicts are validated
             )
         except ValidationError as exc:
             raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
@@ -342,15 +344,22 @@ class Rewriter:
             )
         if not request.images:
             return []
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "limits": self.image_limits,
             "url_policy": self.url_policy,
             "allow_local_files": request.allow_local_files,
         }
-        if all(_cheap_to_load(image) for image in request.images):
-            return load_images(request.images, **kwargs)
-        # Fetching and decoding large images block; keep the event loop free meanwhile.
-        return await asyncio.to_thread(load_images, request.images, **kwargs)
+        if not all(_cheap_to_load(image) for image in request.images):
+            # Reading files, fetching URLs and parsing large encodings block: all of it,
+            # decoding included, runs in a thread so the event loop stays free.
+            return await asyncio.to_thread(load_images, request.images, **kwargs)
+        # Headers are cheap to read here, and every limit (the request's decode budget
+        # too) is checked before anything is decoded.  Decoding costs what the pixels
+        # cost, not what the bytes do: a few kilobytes can declare 50 megapixels.
+        opened = open_images(request.images, **kwargs)
+        if opened.pixels_to_decode <= INLINE_DECODE_MAX_PIXELS:
+            return opened.decode()
+        return await asyncio.to_thread(opened.decode)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -409,11 +418,17 @@ class Rewriter:
 
 
 INLINE_DECODE_MAX_BYTES = 48 * 1024
-"""Images up to this size are decoded on the event loop: under many concurrent requests
-a thread hop costs more than decoding a small image, while a large one would stall the loop."""
+"""Encoded images up to this size have their headers read on the event loop (larger ones,
+with their base64 and entropy decoding, go to a thread whatever their pixel count)."""
+
+INLINE_DECODE_MAX_PIXELS = 1024 * 1024
+"""A request whose images need decoding or converting of at most this many pixels in all
+is decoded on the event loop: under many concurrent requests a thread hop costs more than
+decoding a small image, while a large one (whatever its byte size) would stall the loop."""
 
 
 def _cheap_to_load(source: Any) -> bool:
+    """Whether ``source``'s header can be read on the event loop (no I/O, small encoding)."""
     if isinstance(source, (PreparedImage, Image.Image)):
         return True
     if isinstance(source, (bytes, bytearray, memoryview)):
