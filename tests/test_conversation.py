@@ -292,3 +292,36 @@ def test_conversation_is_immutable_and_iterable() -> None:
     assert isinstance(conversation, Conversation) and len(conversation) == 1
     with pytest.raises(AttributeError):
         conversation.turns = ()  # type: ignore[misc]
+
+
+def test_history_overflow_trim_is_an_explicit_opt_in() -> None:
+    messages: list[dict[str, object]] = [
+        {"role": "user", "content": [_image(RED), {"type": "text", "text": "old question"}]}
+    ]
+    messages += [{"role": "user", "content": f"turn {i}"} for i in range(40)]
+    with pytest.raises(TextTooLongError, match="history_overflow='trim'"):
+        plan(from_openai(messages))
+    trimmed = plan(from_openai(messages), history_overflow="trim")
+    assert trimmed.request is not None
+    history = trimmed.request.history
+    assert len(history) == 32
+    # The oldest turn's image is still read; only its text passes unread.
+    assert history[0].images == 1 and history[0].text == ""
+    assert trimmed.request.images == [RED]
+    assert history[-1].text == "turn 38"
+    # Trimming never drops what is forwarded.
+    assert to_openai(trimmed.conversation) == messages
+
+
+def test_trim_also_fits_the_character_budget() -> None:
+    messages = [{"role": "user", "content": "x" * 900} for _ in range(5)]
+    messages.append({"role": "user", "content": "now"})
+    trimmed = plan(from_openai(messages), history_overflow="trim", max_text_chars=2000)
+    assert trimmed.request is not None and len(trimmed.request.history) == 2
+
+
+async def test_max_history_turns_is_a_setting() -> None:
+    messages = [{"role": "user", "content": f"turn {i}"} for i in range(40)]
+    rewriter = RewriterSettings(backend="scripted", max_history_turns=64).build()
+    guarded = await rewriter.aguard(from_openai(messages))
+    assert guarded.result is not None and guarded.result.fallback is None

@@ -232,6 +232,6 @@ def test_over_long_history_goes_through_the_policy() -> None:
     history = [{"role": "user", "text": "hi"}] * 40
     rewriter = Rewriter(backend=ScriptedBackend())
     result = rewriter.rewrite("and now?", history=history)
-    assert result.action == "shield" and "InputError" in (result.fallback or "")
-    with pytest.raises(InputError, match="at most 32"):
+    assert result.action == "shield" and "TextTooLongError" in (result.fallback or "")
+    with pytest.raises(InputError, match="max_history_turns"):
         rewriter.rewrite("and now?", history=history, on_error="raise")

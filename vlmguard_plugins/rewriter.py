@@ -31,6 +31,7 @@ from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
 from .types import (
     MAX_HISTORY_TURNS,
     FailurePolicyName,
+    HistoryOverflow,
     HistoryTurn,
     RewriteRequest,
     RewriteResult,
@@ -68,6 +69,10 @@ class Rewriter:
         url_policy: whether and where image URLs may be fetched.
         max_new_tokens / temperature: generation settings for the rewriter model.
         system_prompt: replace the zero-shot system prompt (for a fine-tuned model).
+        max_history_turns: the most other turns the rewriter reads with a request.
+        history_overflow: a conversation with more history than the rewriter reads is
+            refused (``refuse``, default), or ``trim`` lets the oldest turns' text pass
+            unread (images are always read).
         unsupported_content: what :meth:`aguard` does with a message part it cannot check
             (audio, video, a file): ``refuse`` (default) raises
             :class:`~vlmguard_plugins.errors.UnsupportedContentError`, ``drop`` removes
@@ -95,6 +100,8 @@ class Rewriter:
         temperature: float = 0.0,
         system_prompt: str = SYSTEM_PROMPT,
         unsupported_content: UnsupportedContentPolicy = "refuse",
+        max_history_turns: int = MAX_HISTORY_TURNS,
+        history_overflow: HistoryOverflow = "refuse",
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
@@ -112,7 +119,13 @@ class Rewriter:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.system_prompt = system_prompt
+        if history_overflow not in ("refuse", "trim"):
+            raise ConfigurationError(
+                f"unknown history_overflow {history_overflow!r}; choose refuse or trim"
+            )
         self.unsupported_content: UnsupportedContentPolicy = unsupported_content
+        self.max_history_turns = max_history_turns
+        self.history_overflow: HistoryOverflow = history_overflow
         self.cache = RewriteCache(cache_size) if cache_size > 0 else None
         # Held weakly: a rewriter used from many short-lived loops (asyncio.run per call)
         # must not keep every closed loop alive.
@@ -328,8 +341,11 @@ class Rewriter:
             raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
 
     async def _prepare(self, request: RewriteRequest) -> list[PreparedImage]:
-        if len(request.history) > MAX_HISTORY_TURNS:  # a request built without validation
-            raise TextTooLongError(f"more than {MAX_HISTORY_TURNS} history turns")
+        if len(request.history) > self.max_history_turns:
+            raise TextTooLongError(
+                f"{len(request.history)} history turns, over the limit of "
+                f"{self.max_history_turns} (max_history_turns)"
+            )
         history_images = sum(turn.images for turn in request.history)
         if history_images > len(request.images):
             raise InputError(

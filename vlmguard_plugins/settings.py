@@ -23,7 +23,7 @@ from .errors import ConfigurationError
 from .images import DEFAULT_FORMATS, ImageLimits
 from .prompts import SYSTEM_PROMPT
 from .rewriter import Rewriter
-from .types import FailurePolicyName
+from .types import HISTORY_TURNS_CAP, MAX_HISTORY_TURNS, FailurePolicyName, HistoryOverflow
 from .urls import URLPolicy
 
 DEFAULT_REWRITER_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -52,6 +52,9 @@ class RewriterSettings(BaseModel):
         system_prompt: replace the zero-shot system prompt (for a fine-tuned rewriter).
         max_images / max_image_bytes / max_image_pixels / max_image_side: image limits
             (``max_images`` counts every image of the conversation).
+        max_total_image_pixels / max_decoded_image_bytes: the decode budget of one
+            request, over every image of the conversation, checked from the headers
+            before any image is decoded (see :class:`~vlmguard_plugins.ImageLimits`).
         allow_remote_images: let the rewriter fetch http(s) image URLs (public
             addresses only); off by default, so such images are refused.
         allowed_image_hosts: when set, the only hosts images may be fetched from.
@@ -59,6 +62,10 @@ class RewriterSettings(BaseModel):
         image_fetch_timeout_s: time limit for one image download.
         unsupported_content: a message part the guard cannot check (audio, video, a
             file): ``refuse`` the request (default) or ``drop`` the part.
+        max_history_turns: the most other turns the rewriter reads with a request.
+        history_overflow: more history than that (or than ``max_text_chars``):
+            ``refuse`` (default) or ``trim`` the oldest text from what the rewriter
+            reads (it still reaches the model, unread; images are always read).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,11 +87,15 @@ class RewriterSettings(BaseModel):
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_image_side: int = Field(default=16_384, ge=1)
+    max_total_image_pixels: int = Field(default=64_000_000, ge=1)
+    max_decoded_image_bytes: int = Field(default=384 * 1024 * 1024, ge=1)
     allow_remote_images: bool = False
     allowed_image_hosts: list[str] = Field(default_factory=list)
     allow_private_image_addresses: bool = False
     image_fetch_timeout_s: float = Field(default=10.0, gt=0)
     unsupported_content: Literal["refuse", "drop"] = "refuse"
+    max_history_turns: int = Field(default=MAX_HISTORY_TURNS, ge=0, le=HISTORY_TURNS_CAP)
+    history_overflow: HistoryOverflow = "refuse"
 
     @classmethod
     def from_mapping(
@@ -99,7 +110,7 @@ class RewriterSettings(BaseModel):
         try:
             return cls.model_validate(dict(data or {}))
         except ValidationError as exc:
-            raise ConfigurationError(f"invalid {where}: {describe_errors(exc)}") from exc
+            raise ConfigurationError(f"invalid {where}: {describe_errors(exc, cls)}") from exc
 
     @classmethod
     def from_options(
@@ -140,6 +151,8 @@ class RewriterSettings(BaseModel):
             max_side=self.max_image_side,
             max_images=self.max_images,
             formats=DEFAULT_FORMATS,
+            max_total_pixels=self.max_total_image_pixels,
+            max_decoded_bytes=self.max_decoded_image_bytes,
         )
 
     def url_policy(self) -> URLPolicy:
@@ -166,6 +179,8 @@ class RewriterSettings(BaseModel):
             "temperature": self.temperature,
             "system_prompt": self.system_prompt or SYSTEM_PROMPT,
             "unsupported_content": self.unsupported_content,
+            "max_history_turns": self.max_history_turns,
+            "history_overflow": self.history_overflow,
         }
 
     def build(self) -> Rewriter:
@@ -182,14 +197,18 @@ class RewriterSettings(BaseModel):
         )
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """Pydantic's errors as one line a person reads: ``field: problem; ...``."""
+def describe_errors(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Pydantic's errors as one line a person reads: ``field: problem; ...``.
+
+    An unknown key lists the known ones (``model``'s fields, RewriterSettings' by default).
+    """
+    known = (model or RewriterSettings).model_fields
     problems = []
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"unknown setting (known: {', '.join(RewriterSettings.model_fields)})"
+            message = f"unknown setting (known: {', '.join(known)})"
         problems.append(f"{name}: {message}" if name else message)
     return "; ".join(problems)
 

@@ -8,7 +8,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_HISTORY_TURNS = 32
-"""Upper bound on conversation turns a request may carry (older turns are the caller's to trim)."""
+"""Default number of other turns the rewriter reads with a request (``max_history_turns``)."""
+
+HISTORY_TURNS_CAP = 256
+"""Hard upper bound on the history a :class:`RewriteRequest` may carry."""
+
+HistoryOverflow = Literal["refuse", "trim"]
+"""What happens when a conversation has more history than the rewriter reads: refuse the
+request (default: nothing reaches the model unread), or ``trim`` the oldest text from
+what the rewriter reads (an explicit opt-in; images are never trimmed)."""
 
 FailurePolicyName = Literal["shield", "raise", "passthrough", "block"]
 
@@ -84,7 +92,7 @@ class RewriteRequest(BaseModel):
 
     text: str
     images: list[Any] = Field(default_factory=list)
-    history: list[HistoryTurn] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS)
+    history: list[HistoryTurn] = Field(default_factory=list, max_length=HISTORY_TURNS_CAP)
     allow_local_files: bool = True
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -29,7 +29,13 @@ from typing import Literal
 from pydantic import ValidationError
 
 from ..errors import ImageInputError, InputError, TextTooLongError, UnsupportedContentError
-from ..types import MAX_HISTORY_TURNS, HistoryTurn, RewriteRequest, RewriteResult
+from ..types import (
+    MAX_HISTORY_TURNS,
+    HistoryOverflow,
+    HistoryTurn,
+    RewriteRequest,
+    RewriteResult,
+)
 from .model import Conversation, ImagePart, OtherPart, Part, TextPart, Turn
 
 UnsupportedContentPolicy = Literal["refuse", "drop"]
@@ -118,12 +124,19 @@ def plan(
     unsupported_content: UnsupportedContentPolicy = "refuse",
     allow_local_files: bool = False,
     max_history_turns: int = MAX_HISTORY_TURNS,
+    max_text_chars: int | None = None,
+    history_overflow: HistoryOverflow = "refuse",
 ) -> GuardPlan:
     """Check coverage and build the rewriter's request for ``conversation``.
 
+    A conversation with more history than the rewriter reads (``max_history_turns``
+    turns, ``max_text_chars`` characters with the request) is refused, unless
+    ``history_overflow="trim"`` explicitly allows the oldest turns' text to pass unread
+    (their images are still read).
+
     Raises:
         UnsupportedContentError, ImageInputError: see :func:`check_coverage`.
-        TextTooLongError: more turns than the rewriter reads (``max_history_turns``).
+        TextTooLongError: more history than the rewriter reads, under ``refuse``.
         InputError: images but no user turn whose text the rewrite could replace.
     """
     covered, dropped = check_coverage(conversation, unsupported_content=unsupported_content)
@@ -147,13 +160,17 @@ def plan(
             continue
         history.append(HistoryTurn(role=turn.role, text=text, images=len(images)))
         history_images.extend(images)
+    current = covered.turns[target]
+    budget = None if max_text_chars is None else max_text_chars - len(current.text)
+    if history_overflow == "trim":
+        history = _trim(history, max_history_turns, budget)
     if len(history) > max_history_turns:
         raise TextTooLongError(
             f"the conversation has {len(history) + 1} turns with text or images; the guard "
-            f"reads at most {max_history_turns + 1}, and a turn it cannot read must not "
-            "reach the model: shorten the conversation"
+            f"reads at most {max_history_turns + 1}, and a turn it cannot read must not reach "
+            "the model: shorten the conversation, raise max_history_turns, or set "
+            "history_overflow='trim' to let the oldest text pass unread"
         )
-    current = covered.turns[target]
     try:
         request = RewriteRequest(
             text=current.text,
@@ -164,6 +181,26 @@ def plan(
     except ValidationError as exc:
         raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
     return GuardPlan(covered, target, request, dropped)
+
+
+def _trim(history: list[HistoryTurn], max_turns: int, max_chars: int | None) -> list[HistoryTurn]:
+    """Drop the oldest turns' text until the history fits; turns with images stay (as markers)."""
+    trimmed = list(history)
+
+    def over() -> bool:
+        chars = sum(len(turn.text) for turn in trimmed)
+        return len(trimmed) > max_turns or (max_chars is not None and chars > max_chars)
+
+    index = 0
+    while over() and index < len(trimmed):
+        turn = trimmed[index]
+        if turn.images:
+            if turn.text:
+                trimmed[index] = turn.model_copy(update={"text": ""})
+            index += 1
+        else:
+            del trimmed[index]
+    return trimmed
 
 
 def write_back(conversation: Conversation, index: int, prompt: str) -> Conversation:

@@ -47,6 +47,9 @@ async def aguard_conversation(
         conversation,
         unsupported_content=rewriter.unsupported_content,
         allow_local_files=allow_local_files,
+        max_history_turns=rewriter.max_history_turns,
+        max_text_chars=rewriter.max_text_chars,
+        history_overflow=rewriter.history_overflow,
     )
     if guard_plan.request is None:
         return GuardedConversation(guard_plan.conversation, None, None, guard_plan.dropped)
