@@ -11,7 +11,7 @@ Enable it in a guardrails configuration folder::
         flows:
           - vlmguard rewrite input
     custom_data:
-      vlmguard:
+      vlmguard:                  # vlmguard_plugins.RewriterSettings, plus use_history
         backend: openai
         model: vlmguard-r1
         base_url: http://localhost:8000/v1
@@ -26,7 +26,8 @@ Enable it in a guardrails configuration folder::
 from __future__ import annotations
 
 from .actions import ACTION_NAME, vlmguard_rewrite_input
-from .rail import VLMGuardRail, VLMGuardRewrite
+from .conversation import conversation_from_events
+from .rail import UserMessage, VLMGuardRail, VLMGuardRewrite
 from .registration import colang_path, get_rail, register
 from .settings import SETTINGS_KEY, VLMGuardSettings
 
@@ -37,10 +38,12 @@ __all__ = [
     "ACTION_NAME",
     "FLOW_NAME",
     "SETTINGS_KEY",
+    "UserMessage",
     "VLMGuardRail",
     "VLMGuardRewrite",
     "VLMGuardSettings",
     "colang_path",
+    "conversation_from_events",
     "get_rail",
     "register",
     "vlmguard_rewrite_input",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nemoguardrails.actions import action
+from nemoguardrails.actions import action  # type: ignore[import-untyped]
 
 from nemoguardrails_vlmguard.rail import VLMGuardRail, VLMGuardRewrite
 from vlmguard_plugins.errors import ConfigurationError
@@ -29,9 +29,12 @@ async def vlmguard_rewrite_input(
 ) -> VLMGuardRewrite:
     """Rewrite the user's message so the main LLM answers safely and still helpfully.
 
-    Returns a :class:`~nemoguardrails_vlmguard.VLMGuardRewrite`: ``user_message`` (the
-    rewritten text with the image parts untouched), ``analysis``, ``risk`` and
-    ``is_blocked``.
+    ``events`` (NeMo's event stream) gives the earlier turns: their images are always
+    checked, their text too unless ``use_history`` is off.  Returns a
+    :class:`~nemoguardrails_vlmguard.VLMGuardRewrite`: ``user_message`` (the rewritten
+    text with the image parts in place), ``analysis``, ``risk``, ``action`` and
+    ``is_blocked`` (true for a ``block`` result and for input the guard cannot check,
+    whose ``error_type`` names why).
     """
     if vlmguard_rail is None:
         raise ConfigurationError(

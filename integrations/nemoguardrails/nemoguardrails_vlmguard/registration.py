@@ -13,20 +13,26 @@ from .rail import VLMGuardRail
 from .settings import VLMGuardSettings
 
 if TYPE_CHECKING:
-    from nemoguardrails import LLMRails
+    from nemoguardrails import LLMRails  # type: ignore[import-untyped]
 
 
 def register(app: LLMRails, rewriter: Rewriter | None = None) -> VLMGuardRail:
     """Enable the ``vlmguard rewrite input`` rail on ``app``.
 
     Call it from ``init(app)`` in the configuration's ``config.py``.  The rewriter is
-    built from the ``custom_data: vlmguard:`` section of ``config.yml`` unless one is
-    given.  Returns the rail (its ``rewriter`` is the one every rewrite goes through).
+    built from the ``custom_data: vlmguard:`` section of ``config.yml`` (a
+    :class:`~vlmguard_plugins.RewriterSettings` plus ``use_history``) unless one is
+    given; ``use_history`` is read from that section either way when it is present.
+    Returns the rail (its ``rewriter`` is the one every rewrite goes through).
+
+    Raises:
+        ConfigurationError: the section is missing (and no rewriter was given), or
+            a setting in it is unknown or invalid.
     """
     settings = _settings_or_none(app, rewriter)
     if rewriter is None:
         assert settings is not None
-        rewriter = settings.build_rewriter()
+        rewriter = settings.build()
     rail = VLMGuardRail(rewriter=rewriter, use_history=settings.use_history if settings else True)
     app.register_action(vlmguard_rewrite_input, name=ACTION_NAME)
     app.register_action_param(RAIL_PARAM, rail)

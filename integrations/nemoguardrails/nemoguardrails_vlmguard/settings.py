@@ -1,5 +1,8 @@
 """The rail's settings: the ``custom_data: vlmguard:`` section of a user's ``config.yml``.
 
+The section is a :class:`~vlmguard_plugins.RewriterSettings`, so every option has the
+name it has everywhere else in vlmguard-plugins (the CLI, the gateway, the LangChain
+and LlamaIndex adapters); the rail adds one key of its own, ``use_history``.
 Example::
 
     custom_data:
@@ -9,99 +12,71 @@ Example::
         base_url: http://localhost:8000/v1
         on_error: shield                 # shield | raise | passthrough | block
         timeout_s: 30
+        use_history: true                # the rail's own key
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from vlmguard_plugins import Rewriter, URLPolicy, load_backend
+from vlmguard_plugins import RewriterSettings
 from vlmguard_plugins.errors import ConfigurationError
-from vlmguard_plugins.types import FailurePolicyName
 
 SETTINGS_KEY = "vlmguard"
 """The key under ``custom_data`` that holds the rail's settings."""
 
+SETTINGS_PATH = f"custom_data.{SETTINGS_KEY}"
+"""Where the settings live in ``config.yml``, as error messages name it."""
 
-class VLMGuardSettings(BaseModel):
-    """How the rail builds its :class:`~vlmguard_plugins.Rewriter`.
+
+class VLMGuardSettings(RewriterSettings):
+    """How the rail builds its :class:`~vlmguard_plugins.Rewriter`, and how it reads history.
+
+    Every :class:`~vlmguard_plugins.RewriterSettings` field (``backend``, ``model``,
+    ``base_url``, ``on_error``, ``timeout_s``, ``max_images``, ``allow_remote_images``,
+    ``allowed_image_hosts``, ``unsupported_content``, ...) means what it means there.
 
     Attributes:
-        backend: the backend name given to :func:`vlmguard_plugins.load_backend`.
-        model: the rewriter model (a hub id or folder for ``transformers``, the served
-            model name for ``openai``).
-        base_url: the OpenAI-compatible server's URL, or a list of replicas (``openai``
-            backend).
-        backend_options: further keyword arguments for the backend.
-        on_error: the failure policy; ``block`` makes the rail refuse.
-        timeout_s: time limit for one rewrite; past it the failure policy applies.
-        max_concurrency / cache_size / max_new_tokens: passed to the Rewriter.
-        allow_remote_images: let the rewriter fetch http(s) image URLs found in user
-            messages (public addresses only); off by default, so such images go to the
-            failure policy instead.
-        allowed_image_hosts: when set, the only hosts images may be fetched from.
-        use_history: give the rewriter the earlier turns of the conversation.
+        use_history: give the rewriter the text of the earlier turns of the
+            conversation.  With ``false`` the earlier turns' text passes unread, but
+            their images are still given to the rewriter: in ``passthrough`` mode NeMo
+            sends the whole conversation, images included, to the main model.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str
-    model: str | None = None
-    base_url: str | list[str] | None = None
-    backend_options: dict[str, Any] = Field(default_factory=dict)
-    on_error: FailurePolicyName = "shield"
-    timeout_s: float | None = 60.0
-    max_concurrency: int = Field(default=16, ge=1)
-    cache_size: int = Field(default=0, ge=0)
-    max_new_tokens: int = Field(default=512, ge=1)
-    allow_remote_images: bool = False
-    allowed_image_hosts: list[str] = Field(default_factory=list)
     use_history: bool = True
 
     @classmethod
-    def from_custom_data(cls, custom_data: dict[str, Any] | None) -> VLMGuardSettings:
-        """Read the ``vlmguard`` section of ``custom_data``; a clear error when missing or wrong."""
+    def from_custom_data(cls, custom_data: Mapping[str, Any] | None) -> VLMGuardSettings:
+        """Read the ``vlmguard`` section of ``custom_data``; a clear error when missing or wrong.
+
+        Raises:
+            ConfigurationError: no section, or a setting that is unknown or invalid
+                (named as ``custom_data.vlmguard.<key>``).
+        """
         section = (custom_data or {}).get(SETTINGS_KEY)
         if section is None:
             raise ConfigurationError(
-                "config.yml has no 'custom_data: vlmguard:' section; add one with at least "
-                "'backend' (and usually 'model'), or pass a Rewriter to register(app, rewriter=...)"
+                "config.yml has no 'custom_data: vlmguard:' section; add one naming the "
+                "rewriter (at least 'backend' and 'model'), or pass a Rewriter to "
+                "register(app, rewriter=...)"
             )
-        if not isinstance(section, dict):
-            raise ConfigurationError("'custom_data: vlmguard:' must be a mapping of settings")
-        try:
-            return cls.model_validate(section)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc']) or 'vlmguard'}: {error['msg']}"
-                for error in exc.errors()
-            )
+        if not isinstance(section, Mapping):
             raise ConfigurationError(
-                f"invalid 'custom_data: vlmguard:' settings: {problems}"
-            ) from exc
+                f"'{SETTINGS_PATH}' in config.yml must be a mapping of settings"
+            )
+        # Checked here rather than by pydantic so the message lists this model's keys
+        # (use_history included) and names each unknown key where it is in config.yml.
+        unknown = [str(key) for key in section if key not in cls.model_fields]
+        if unknown:
+            names = ", ".join(f"{SETTINGS_PATH}.{key}" for key in unknown)
+            raise ConfigurationError(
+                f"unknown setting {names} in config.yml; known settings: "
+                f"{', '.join(cls.model_fields)}"
+            )
+        settings = cls.from_mapping(section, where=f"'{SETTINGS_PATH}' settings in config.yml")
+        assert isinstance(settings, VLMGuardSettings)
+        return settings
 
-    def backend_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments for :func:`~vlmguard_plugins.load_backend`."""
-        kwargs = dict(self.backend_options)
-        if self.model is not None:
-            kwargs["model"] = self.model
-        if self.base_url is not None:
-            kwargs["base_url"] = self.base_url
-        return kwargs
 
-    def build_rewriter(self) -> Rewriter:
-        """Load the backend and build the Rewriter these settings describe."""
-        return Rewriter(
-            backend=load_backend(self.backend, **self.backend_kwargs()),
-            on_error=self.on_error,
-            timeout_s=self.timeout_s,
-            max_concurrency=self.max_concurrency,
-            cache_size=self.cache_size,
-            max_new_tokens=self.max_new_tokens,
-            url_policy=URLPolicy(
-                allow_remote=self.allow_remote_images,
-                allowed_hosts=frozenset(self.allowed_image_hosts),
-            ),
-        )
+__all__ = ["SETTINGS_KEY", "SETTINGS_PATH", "VLMGuardSettings"]

@@ -79,6 +79,14 @@ class RecordingLLM(FakeLLMModel):
             return prompt
         return [message for message in prompt if message.role.value == "user"][-1].content
 
+    @property
+    def last_messages(self) -> list[dict[str, Any]]:
+        """The messages of the last call as ``{"role", "content"}`` dicts."""
+        prompt = self.prompts[-1]
+        if isinstance(prompt, str):
+            return [{"role": "user", "content": prompt}]
+        return [{"role": message.role.value, "content": message.content} for message in prompt]
+
 
 def scripted_output(prompt: str = REWRITE, risk: str = "medium") -> str:
     return format_output(

@@ -44,3 +44,26 @@ async def test_block_policy_refuses_and_the_main_llm_is_never_called(write_confi
 
     assert reply["content"] == REFUSAL
     assert llm.prompts == []
+
+
+async def test_an_image_only_message_gets_the_rewrite_after_the_image(
+    write_config, make_app, knife_part, rewrite_text
+):
+    app, llm = make_app(write_config(colang="2.x"))
+
+    await app.generate_async(messages=[{"role": "user", "content": [copy.deepcopy(knife_part)]}])
+
+    assert llm.last_user_content == [knife_part, {"type": "text", "text": rewrite_text}]
+
+
+async def test_input_the_guard_cannot_check_is_refused(write_config, make_app):
+    app, llm = make_app(write_config(colang="2.x"))
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+    reply = await app.generate_async(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Do it"}, audio]}]
+    )
+
+    assert reply["content"] == REFUSAL
+    assert llm.prompts == []
+    assert get_rail(app).rewriter.backend.calls == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from nemoguardrails_vlmguard import colang_path, get_rail
+from nemoguardrails_vlmguard import VLMGuardSettings, colang_path, get_rail
 
 from vlmguard_plugins.backends.transformers import TransformersBackend
 
@@ -38,6 +38,10 @@ def test_the_examples_configure_the_rail_as_documented():
     assert colang2["colang_version"] == "2.x"
     for config in (colang1, colang2):
         assert config["custom_data"]["vlmguard"]["backend"] == "openai"
+        # Every key the examples show is a real setting, under its real name.
+        settings = VLMGuardSettings.from_custom_data(config["custom_data"])
+        assert settings.model == "vlmguard-r1"
+    assert VLMGuardSettings.from_custom_data(colang1["custom_data"]).max_images == 8
 
 
 @pytest.mark.parametrize("example", ["config", "config_colang2"])

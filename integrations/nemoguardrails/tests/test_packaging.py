@@ -32,7 +32,14 @@ def test_the_wheel_ships_the_flows_and_the_rail_readme(tmp_path):
 
     names = set(zipfile.ZipFile(wheel).namelist())
 
-    for name in ("flows.co", "flows.v1.co", "actions.py", "README.md", "py.typed"):
+    for name in (
+        "flows.co",
+        "flows.v1.co",
+        "actions.py",
+        "conversation.py",
+        "README.md",
+        "py.typed",
+    ):
         assert f"nemoguardrails_vlmguard/{name}" in names
     # A .yml file here would be merged into every user's config by `import_paths`.
     assert not [n for n in names if n.startswith("nemoguardrails_vlmguard/") and n.endswith(".yml")]
