@@ -16,9 +16,11 @@ import openai
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
-from vlmguard_plugins import BLOCK_INSTRUCTION, ImageLimits, Rewriter, shield_prompt
+from vlmguard_plugins import BLOCK_INSTRUCTION, ImageLimits, Rewriter, Risk, shield_prompt
 from vlmguard_plugins.errors import BackendError
+from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.server import GatewaySettings, create_app
 from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
 from vlmguard_plugins.testing import ScriptedBackend
@@ -50,7 +52,8 @@ class Harness:
     url: str
     upstream: FakeUpstream
     backend: ScriptedBackend
-    client: openai.OpenAI
+    # Typed loosely: the tests send plain message dicts, as clients of any SDK do.
+    client: Any
 
     def post(self, content: Any, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {CLIENT_KEY}", **kwargs.pop("headers", {})}
@@ -82,7 +85,7 @@ def gateway(
     with run_in_thread(upstream.app) as fake_url:
         config = GatewaySettings(
             upstream_url=upstream_url or f"{fake_url}/v1",
-            upstream_api_key=UPSTREAM_KEY,
+            upstream_api_key=SecretStr(UPSTREAM_KEY),
             client_api_keys=[CLIENT_KEY, "client-key-2"],
             **settings,
         )
@@ -114,6 +117,7 @@ def test_non_streaming_sends_the_rewrite_and_the_same_image_upstream() -> None:
             {"type": "image_url", "image_url": {"url": IMAGE}},
         ]
         # Other parameters pass unchanged; only the gateway's key goes upstream.
+        assert received.body is not None
         assert received.body["temperature"] == 0.2 and received.body["max_tokens"] == 64
         assert received.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
         # The rewriter saw the user's own text and the decoded image.
@@ -131,7 +135,9 @@ def test_only_the_last_user_message_is_rewritten() -> None:
     ]
     with gateway() as gw:
         gw.client.chat.completions.create(model="fake-vlm", messages=messages)
-        forwarded = gw.upstream.requests[0].body["messages"]
+        body = gw.upstream.requests[0].body
+        assert body is not None
+        forwarded = body["messages"]
         assert forwarded[:3] == messages[:3]
         assert forwarded[3] == {"role": "user", "content": REWRITE}
         # The earlier turns reached the rewriter as conversation history.
@@ -171,7 +177,7 @@ def test_streaming_relays_every_chunk_in_order_as_it_arrives() -> None:
         # Released by the client, not by the timeout: the first chunk was not buffered.
         assert upstream.released_in_time is True
         body = upstream.requests[0].body
-        assert body["stream"] is True
+        assert body is not None and body["stream"] is True
         assert upstream.requests[0].last_user_content[0]["text"] == REWRITE
 
 
@@ -242,7 +248,7 @@ def test_past_the_concurrency_limit_requests_get_503_but_health_still_answers() 
             assert httpx.get(f"{gw.url}/healthz").status_code == 200
             assert first.result().choices[0].message.content == "slow"
         assert caught.value.status_code == 503
-        assert caught.value.body["code"] == "overloaded"
+        assert caught.value.code == "overloaded"
         assert caught.value.response.headers["retry-after"] == "1"
 
 
@@ -251,11 +257,11 @@ def test_past_the_concurrency_limit_requests_get_503_but_health_still_answers() 
 
 def test_wrong_or_missing_client_key_is_401_and_nothing_is_forwarded() -> None:
     with gateway() as gw:
-        wrong = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="not-a-key", max_retries=0)
+        wrong: Any = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="not-a-key", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as caught:
             wrong.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == 401
-        assert caught.value.body["code"] == "invalid_api_key"
+        assert caught.value.code == "invalid_api_key"
         with pytest.raises(openai.AuthenticationError):
             wrong.models.list()
 
@@ -266,7 +272,7 @@ def test_wrong_or_missing_client_key_is_401_and_nothing_is_forwarded() -> None:
         assert gw.upstream.requests == [] and gw.backend.calls == []
 
         # Every configured key is accepted.
-        second = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="client-key-2", max_retries=0)
+        second: Any = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="client-key-2", max_retries=0)
         second.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert len(gw.upstream.requests) == 1
 
@@ -317,7 +323,7 @@ def test_oversized_bodies_are_413_whether_declared_or_streamed() -> None:
                 model="fake-vlm", messages=[user_message(big_text, image=None)]
             )
         assert caught.value.status_code == 413
-        assert caught.value.body["code"] == "request_too_large"
+        assert caught.value.code == "request_too_large"
 
         def chunked() -> Iterator[bytes]:  # no Content-Length: counted while read
             yield b'{"model": "fake-vlm", "messages": [{"role": "user", "content": "'
@@ -350,7 +356,7 @@ def test_images_the_guard_cannot_accept_are_400_and_not_forwarded(
             gw.client.chat.completions.create(
                 model="fake-vlm", messages=[user_message(image=image)]
             )
-        assert caught.value.body["code"] == "invalid_image"
+        assert caught.value.code == "invalid_image"
         assert expected in caught.value.message
         assert gw.upstream.requests == []
 
@@ -368,8 +374,23 @@ def test_too_many_images_and_too_much_text_are_400() -> None:
             gw.client.chat.completions.create(
                 model="fake-vlm", messages=[user_message("z" * 200, image=None)]
             )
-        assert caught.value.body["code"] == "text_too_long"
+        assert caught.value.code == "text_too_long"
         assert gw.upstream.requests == []
+
+
+def test_a_conversation_longer_than_the_guard_reads_is_refused_not_trimmed() -> None:
+    turns = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"} for i in range(41)
+    ]
+    with gateway() as gw:
+        with pytest.raises(openai.BadRequestError) as caught:
+            gw.client.chat.completions.create(model="fake-vlm", messages=turns)
+        assert caught.value.code == "text_too_long"
+        assert gw.upstream.requests == [] and gw.backend.calls == []
+        # Within the limit, every earlier turn reaches the rewriter.
+        gw.client.chat.completions.create(model="fake-vlm", messages=turns[-33:])
+        prompt = str(gw.backend.calls[0].request.messages)
+        assert all(f"turn {i}" in prompt for i in range(8, 40))
 
 
 # -- upstream failures -------------------------------------------------------------------
@@ -389,7 +410,7 @@ def test_a_dead_upstream_is_502_streaming_or_not() -> None:
         with pytest.raises(openai.InternalServerError) as caught:
             gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == 502
-        assert caught.value.body["type"] == "upstream_error"
+        assert caught.value.type == "upstream_error"
         with pytest.raises(openai.InternalServerError) as caught:
             gw.client.chat.completions.create(
                 model="fake-vlm", messages=[user_message()], stream=True
@@ -421,13 +442,13 @@ def test_a_slow_upstream_is_504() -> None:
         with pytest.raises(openai.APIStatusError) as caught:
             gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == 504
-        assert caught.value.body["code"] == "upstream_timeout"
+        assert caught.value.code == "upstream_timeout"
 
 
 def test_a_stream_the_upstream_breaks_off_ends_with_an_error_event() -> None:
     upstream = FakeUpstream(chunks=["a", "b", "c", "d"], break_after_chunks=2)
     with gateway(upstream=upstream) as gw:
-        received = []
+        received: list[str] = []
         with pytest.raises(openai.APIError, match="broke off"):
             for chunk in gw.client.chat.completions.create(
                 model="fake-vlm", messages=[user_message()], stream=True
@@ -462,6 +483,23 @@ def test_a_failed_rewrite_follows_the_failure_policy(policy: str, expected_text:
         fallbacks = "vlmguard_gateway_fallbacks_total"
         assert gw.metric(fallbacks, policy=policy, reason="BackendError") == 1
         assert gw.metric(fallbacks, policy=policy, reason="RewriteParseError") == 1
+        # A failure is not a verdict: its risk is counted as unknown.
+        rewrites = "vlmguard_gateway_rewrites_total"
+        assert gw.metric(rewrites, risk="unknown", action=policy) == 2
+
+
+def test_the_analysis_of_a_failed_rewrite_says_the_risk_is_unknown() -> None:
+    backend = ScriptedBackend([BackendError("rewriter down")])
+    with gateway(backend, expose_analysis=True) as gw:
+        raw = gw.client.chat.completions.with_raw_response.create(
+            model="fake-vlm", messages=[user_message()]
+        )
+        assert raw.headers["x-vlmguard-risk"] == "unknown"
+        assert raw.headers["x-vlmguard-action"] == "shield"
+        report = raw.parse().model_extra["vlmguard"]
+        assert report["risk"] == "unknown"
+        assert report["fallback"].startswith("BackendError")
+        assert report["rewritten_prompt"] == shield_prompt(QUESTION)
 
 
 def test_the_raise_policy_answers_503_and_forwards_nothing() -> None:
@@ -470,7 +508,7 @@ def test_the_raise_policy_answers_503_and_forwards_nothing() -> None:
         with pytest.raises(openai.APIStatusError) as caught:
             gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == 503
-        assert caught.value.body["code"] == "guard_unavailable"
+        assert caught.value.code == "guard_unavailable"
         assert gw.upstream.requests == []
 
 
@@ -482,7 +520,7 @@ def test_metrics_count_what_happened() -> None:
         responder=lambda request: (
             ScriptedBackend.echo_unchanged(request)
             if "weather" in str(request.messages)
-            else ScriptedBackend.rewriting_to(REWRITE, risk="high").outputs[0]
+            else format_output("textual: scripted", Risk.HIGH, REWRITE)
         )
     )
     with gateway(backend) as gw:

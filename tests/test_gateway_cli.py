@@ -20,6 +20,7 @@ from vlmguard_plugins.cli import app
 from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.server import GatewaySettings
 from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
+from vlmguard_plugins.settings import DEFAULT_REWRITER_MODEL
 
 runner = CliRunner()
 
@@ -47,6 +48,51 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert "sk-upstream" not in repr(settings) and "sk-upstream" not in str(settings)
     # An explicit value wins over the environment; None means "not given".
     assert GatewaySettings.load(on_error="raise", port=None).on_error == "raise"
+    monkeypatch.setenv("VLMGUARD_GATEWAY_UNSUPPORTED_CONTENT", "drop")
+    assert GatewaySettings.load().unsupported_content == "drop"
+
+
+def test_the_rewriter_is_described_by_the_core_settings() -> None:
+    settings = GatewaySettings.load(
+        upstream_url="http://127.0.0.1:8000/v1",
+        rewriter_backend="openai",
+        rewriter_model="vlmguard-r1",
+        rewriter_base_url="http://127.0.0.1:8001/v1",
+        rewriter_api_key="sk-rewriter",
+        rewriter_timeout_s=5,
+        rewriter_max_concurrency=3,
+        rewriter_max_new_tokens=64,
+        rewriter_max_text_chars=99,
+        on_error="block",
+        unsupported_content="drop",
+        max_images=2,
+        max_image_bytes=4096,
+        max_image_pixels=1000,
+        allow_remote_images=True,
+        allowed_image_hosts="images.example, cdn.example",
+    )
+    core = settings.rewriter_settings()
+    assert core.backend_kwargs() == {
+        "model": "vlmguard-r1",
+        "base_url": "http://127.0.0.1:8001/v1",
+        "api_key": "sk-rewriter",
+    }
+    assert (core.on_error, core.timeout_s, core.max_concurrency) == ("block", 5, 3)
+    assert (core.max_new_tokens, core.unsupported_content) == (64, "drop")
+    assert core.max_text_chars == 99
+    assert (core.max_images, core.max_image_bytes, core.max_image_pixels) == (2, 4096, 1000)
+    policy = core.url_policy()
+    assert policy.allow_remote and not policy.allow_private_addresses
+    assert policy.allowed_hosts == frozenset({"images.example", "cdn.example"})
+    rewriter = settings.rewriter_settings().model_copy(update={"backend": "scripted"})
+    built = rewriter.model_copy(update={"model": None, "base_url": None, "api_key": None}).build()
+    assert built.on_error == "block" and built.unsupported_content == "drop"
+    assert built.image_limits.max_images == 2
+    # Without a model, the core's default applies to the backends that need one.
+    default = GatewaySettings.load(upstream_url="http://127.0.0.1:8000/v1")
+    assert default.rewriter_settings().backend_kwargs()["model"] == DEFAULT_REWRITER_MODEL
+    with pytest.raises(ConfigurationError, match="unsupported_content"):
+        GatewaySettings.load(upstream_url="http://x/v1", unsupported_content="keep")
 
 
 def test_settings_errors_say_what_to_fix() -> None:
@@ -75,9 +121,17 @@ def test_serve_reports_bad_settings_without_a_traceback() -> None:
 
 
 def test_serve_is_listed_and_the_cli_imports_no_server_stack() -> None:
-    result = runner.invoke(app, ["serve", "--help"])
+    # Wide enough that rich does not shorten the option names.
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for option in ("--upstream", "--api-key", "--on-error", "--expose-analysis", "--cors-origin"):
+    for option in (
+        "--upstream",
+        "--api-key",
+        "--on-error",
+        "--expose-analysis",
+        "--cors-origin",
+        "--unsupported-content",
+    ):
         assert option in result.output
     heavy = "{'fastapi', 'uvicorn', 'torch', 'pydantic_settings'}"
     probe = f"import sys, vlmguard_plugins.cli; print(sorted({heavy} & set(sys.modules)))"
@@ -97,7 +151,8 @@ def _wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"vlmguard serve exited early:\n{process.stderr.read()}")
+            stderr = process.stderr.read() if process.stderr else ""
+            raise AssertionError(f"vlmguard serve exited early:\n{stderr}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
@@ -147,6 +202,7 @@ def test_serve_with_the_tiny_model_finishes_streams_in_flight_on_sigterm(
             assert received == pieces
             # uvicorn re-raises the signal once every request is done.
             assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+            assert process.stderr is not None
             assert "Traceback" not in process.stderr.read()
         finally:
             if process.poll() is None:

@@ -1,7 +1,8 @@
 """The OpenAI-compatible guard gateway (``vlmguard serve``).
 
-Point any OpenAI client at the gateway: each chat request's last user message is
-rewritten by the guard, then forwarded to the upstream VLM server, streaming or not.
+Point any OpenAI client at the gateway: each chat request's messages go through the
+core guard (every text and image of every turn checked, the last user message's text
+rewritten), then to the upstream VLM server, streaming or not.
 Needs the ``server`` extra: ``pip install 'vlmguard-plugins[server]'``.
 """
 

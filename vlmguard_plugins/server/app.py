@@ -1,5 +1,9 @@
 """The gateway's FastAPI application: OpenAI-compatible routes in front of an upstream VLM.
 
+A chat request's ``messages`` go through the core guard (:mod:`.guard`): every text and
+image of every turn is checked, the rewrite is written back by the core, and every
+other field of the body is forwarded as the client sent it.
+
 ``create_app(settings)`` builds everything from :class:`GatewaySettings`; tests and
 embedding code pass their own :class:`~vlmguard_plugins.Rewriter` instead::
 
@@ -34,15 +38,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..backends import load_backend
 from ..rewriter import Rewriter
-from ..types import RewriteResult
-from .chat import ChatCompletionRequest, last_user_turn, replace_user_text
+from .chat import ChatCompletionRequest
 from .config import GatewaySettings
 from .errors import GatewayError, error_response, invalid_request
 from .guard import Guard, guard_report
 from .metrics import GatewayMetrics
-from .upstream import Upstream
+from .upstream import Upstream, json_bytes
 
 logger = logging.getLogger("vlmguard_plugins.server")
 
@@ -51,21 +53,52 @@ _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def build_rewriter(settings: GatewaySettings) -> Rewriter:
-    """The rewriter described by ``settings`` (backend, model, limits, policy)."""
-    kwargs: dict[str, Any] = {"model": settings.rewriter_model}
-    if settings.rewriter_base_url:
-        kwargs["base_url"] = settings.rewriter_base_url
-    if settings.rewriter_api_key is not None:
-        kwargs["api_key"] = settings.rewriter_api_key.get_secret_value()
-    return Rewriter(
-        backend=load_backend(settings.rewriter_backend, **kwargs),
-        on_error=settings.on_error,
-        timeout_s=settings.rewriter_timeout_s,
-        max_concurrency=settings.rewriter_max_concurrency,
-        max_new_tokens=settings.rewriter_max_new_tokens,
-        image_limits=settings.image_limits(),
-        url_policy=settings.url_policy(),
-    )
+    """The rewriter described by ``settings`` (backend, model, limits, policy).
+
+    Built through the core's :class:`~vlmguard_plugins.RewriterSettings`, as every
+    entry point builds its rewriter.
+    """
+    return settings.rewriter_settings().build()
+
+
+class RedactQueryStrings(logging.Filter):
+    """Removes query strings from the request paths a log record carries.
+
+    A client may put a credential in the URL (``?api_key=...``).  The gateway never
+    reads one there, and it must not write one to its logs either: uvicorn's access
+    log records the path with its query string, so the query is cut at the logger.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_has_query(arg) for arg in record.args):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _has_query(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+def _without_query(value: object) -> object:
+    if isinstance(value, str) and _has_query(value):
+        return value.split("?", 1)[0]
+    return value
+
+
+ACCESS_LOGGERS = ("uvicorn.access",)
+"""The loggers that record request URLs, on which :class:`RedactQueryStrings` is installed."""
+
+
+def redact_access_logs() -> None:
+    """Install :class:`RedactQueryStrings` on the access loggers (once per process).
+
+    Logging configuration (uvicorn's included) replaces a logger's handlers but keeps
+    its filters, so installing it before the server starts is enough.
+    """
+    for name in ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        if not any(isinstance(existing, RedactQueryStrings) for existing in access.filters):
+            access.addFilter(RedactQueryStrings())
 
 
 class _RequestMetrics:
@@ -146,14 +179,24 @@ async def _read_json_body(request: Request, limit: int) -> dict[str, Any]:
             raise too_large
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(b"".join(chunks), parse_constant=_not_json)
+    except RecursionError as exc:
+        raise invalid_request(
+            "the request body is not valid JSON: it is nested too deeply", code="invalid_json"
+        ) from exc
+    except ValueError as exc:  # UnicodeDecodeError included
         raise invalid_request(
             f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from exc
     if not isinstance(body, dict):
         raise invalid_request("the request body must be a JSON object", code="invalid_json")
     return body
+
+
+def _not_json(name: str) -> Any:
+    # Python's json module reads NaN and Infinity; JSON has neither, and an upstream
+    # would choke on them when the body is sent on.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _validated(body: dict[str, Any]) -> ChatCompletionRequest:
@@ -176,12 +219,14 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     Args:
         settings: upstream, security, limits and policy.
         rewriter: the rewriter to use; built from ``settings`` when None.  A rewriter
-            given here keeps its own image limits and URL policy, and is not closed
-            when the app shuts down.
+            given here keeps its own limits, URL policy and ``unsupported_content``
+            setting (the gateway's ``on_error`` still decides failures), and is not
+            closed when the app shuts down.
 
     Raises:
         ConfigurationError: the rewriter backend cannot be built from ``settings``.
     """
+    redact_access_logs()
     metrics = GatewayMetrics()
     owns_rewriter = rewriter is None
     rewriter = rewriter or build_rewriter(settings)
@@ -240,7 +285,8 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, str(exc.detail), code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -274,17 +320,10 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     async def chat_completions(request: Request) -> Response:
         body = await _read_json_body(request, settings.max_body_bytes)
         chat = _validated(body)
-        turn = last_user_turn(chat)
-        if turn is None:
-            raise invalid_request(
-                "the conversation has no user message to check", code="invalid_request"
-            )
-        result: RewriteResult | None = None
-        if turn.text or turn.image_urls:
-            result = await guard.check(turn)
-            if result.prompt != turn.text:
-                replace_user_text(body, turn.index, result.prompt)
-        report = guard_report(result) if settings.expose_analysis and result else None
+        outcome = await guard.check(body["messages"])
+        # Every other field of the body goes on as the client sent it.
+        body["messages"] = outcome.messages
+        report = guard_report(outcome) if settings.expose_analysis else None
         headers = (
             {"X-VLMGuard-Risk": report["risk"], "X-VLMGuard-Action": report["action"]}
             if report
@@ -336,11 +375,11 @@ async def _relay_whole(
     if report is not None:
         try:
             payload = json.loads(content)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _broken_upstream(metrics, httpx.DecodingError(str(exc))) from exc
         if isinstance(payload, dict):
             payload["vlmguard"] = report
-            content = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+            content = json_bytes(payload)
     return Response(
         content, status_code=response.status_code, media_type=media_type, headers=headers
     )
@@ -392,13 +431,17 @@ async def _relay_stream(
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+    return b"data: " + json_bytes(payload) + b"\n\n"
 
 
 def serve(
     settings: GatewaySettings, rewriter: Rewriter | None = None, log_level: str = "info"
 ) -> None:
-    """Run the gateway with uvicorn until SIGINT/SIGTERM, then finish requests in flight."""
+    """Run the gateway with uvicorn until SIGINT/SIGTERM, then finish requests in flight.
+
+    uvicorn's access log records paths without their query strings
+    (:class:`RedactQueryStrings`).
+    """
     import uvicorn
 
     uvicorn.run(
@@ -406,6 +449,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        # Annotated as int by uvicorn, but used as an asyncio timeout: fractions work.
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
         server_header=False,
     )

@@ -48,6 +48,13 @@ def serve(
         str | None,
         typer.Option(help=f"Failure policy: shield, raise, passthrough, block {_env('ON_ERROR')}"),
     ] = None,
+    unsupported_content: Annotated[
+        str | None,
+        typer.Option(
+            help="A message part the guard cannot check (audio, video, a file): refuse the "
+            f"request (default) or drop the part {_env('UNSUPPORTED_CONTENT')}"
+        ),
+    ] = None,
     host: Annotated[
         str | None, typer.Option(help=f"Address to listen on (default 127.0.0.1) {_env('HOST')}")
     ] = None,
@@ -104,6 +111,7 @@ def serve(
             rewriter_base_url=rewriter_base_url,
             rewriter_api_key=rewriter_api_key,
             on_error=on_error,
+            unsupported_content=unsupported_content,
             host=host,
             port=port,
             client_api_keys=api_key or None,
@@ -112,10 +120,12 @@ def serve(
             max_body_bytes=max_body_bytes,
             allow_remote_images=allow_remote_images,
         )
+        rewriter = settings.rewriter_settings()
+        model = rewriter.backend_kwargs().get("model", "")
         err_console.print(
             f"[bold]vlmguard gateway[/] on http://{settings.host}:{settings.port}/v1 -> "
-            f"{settings.upstream_url} (rewriter: {settings.rewriter_backend} "
-            f"{settings.rewriter_model}, on error: {settings.on_error}, "
+            f"{settings.upstream_url} (rewriter: {rewriter.backend} {model}, on error: "
+            f"{settings.on_error}, unsupported content: {settings.unsupported_content}, "
             f"client keys: {len(settings.client_api_keys)})"
         )
         run_gateway(settings, log_level=log_level)

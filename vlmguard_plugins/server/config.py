@@ -1,24 +1,28 @@
 """Gateway settings: from command-line options, ``VLMGUARD_GATEWAY_*`` variables and defaults.
 
 Precedence is the usual one: an explicit value (a ``vlmguard serve`` option or a
-keyword argument) wins over the environment, which wins over the default.
+keyword argument) wins over the environment, which wins over the default.  The
+rewriter is described by the core's :class:`~vlmguard_plugins.RewriterSettings`,
+which :meth:`GatewaySettings.rewriter_settings` fills from the ``rewriter_*``, image
+and ``unsupported_content`` settings, so the gateway builds its rewriter exactly as
+every other entry point does.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..errors import ConfigurationError
-from ..images import DEFAULT_FORMATS, ImageLimits
+from ..images import ImageLimits
+from ..settings import DEFAULT_REWRITER_MODEL, RewriterSettings
 from ..types import FailurePolicyName
 from ..urls import URLPolicy
 
 ENV_PREFIX = "VLMGUARD_GATEWAY_"
-DEFAULT_REWRITER_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -60,7 +64,11 @@ class GatewaySettings(BaseSettings):
     rewriter_backend: str = Field(
         default="transformers", description="transformers, openai, or an installed backend."
     )
-    rewriter_model: str = DEFAULT_REWRITER_MODEL
+    rewriter_model: str | None = Field(
+        default=None,
+        description=f"Rewriter model id or folder; {DEFAULT_REWRITER_MODEL} for the "
+        "transformers and openai backends when not set.",
+    )
     rewriter_base_url: str | None = Field(
         default=None, description="Server of the rewriter model (for rewriter_backend=openai)."
     )
@@ -68,8 +76,19 @@ class GatewaySettings(BaseSettings):
     rewriter_timeout_s: float = Field(default=60.0, gt=0)
     rewriter_max_concurrency: int = Field(default=16, ge=1)
     rewriter_max_new_tokens: int = Field(default=512, ge=1)
+    rewriter_max_text_chars: int = Field(
+        default=16_000,
+        ge=1,
+        description="Longest text the rewriter reads: the user's message and the earlier "
+        "turns together (a longer conversation is refused, never trimmed).",
+    )
     on_error: FailurePolicyName = Field(
         default="shield", description="Failure policy: shield, raise, passthrough or block."
+    )
+    unsupported_content: Literal["refuse", "drop"] = Field(
+        default="refuse",
+        description="A message part the guard cannot check (audio, video, a file, an unknown "
+        "type): refuse the request with a 400, or drop the part before forwarding.",
     )
     expose_analysis: bool = Field(
         default=False, description="Add the rewriter's risk and analysis to every response."
@@ -142,22 +161,43 @@ class GatewaySettings(BaseSettings):
             problems = "; ".join(_describe(error) for error in exc.errors())
             raise ConfigurationError(f"invalid gateway settings: {problems}") from exc
 
+    def rewriter_settings(self) -> RewriterSettings:
+        """The core's settings for the rewriter these settings describe.
+
+        Private image hosts are never allowed: the gateway's images come from clients.
+
+        Raises:
+            ConfigurationError: a value the core's settings refuse.
+        """
+        return RewriterSettings.from_mapping(
+            {
+                "backend": self.rewriter_backend,
+                "model": self.rewriter_model,
+                "base_url": self.rewriter_base_url,
+                "api_key": self.rewriter_api_key,
+                "on_error": self.on_error,
+                "timeout_s": self.rewriter_timeout_s,
+                "max_concurrency": self.rewriter_max_concurrency,
+                "max_new_tokens": self.rewriter_max_new_tokens,
+                "max_text_chars": self.rewriter_max_text_chars,
+                "max_images": self.max_images,
+                "max_image_bytes": self.max_image_bytes,
+                "max_image_pixels": self.max_image_pixels,
+                "allow_remote_images": self.allow_remote_images,
+                "allowed_image_hosts": self.allowed_image_hosts,
+                "allow_private_image_addresses": False,
+                "unsupported_content": self.unsupported_content,
+            },
+            where="gateway rewriter settings",
+        )
+
     def image_limits(self) -> ImageLimits:
         """The core's image limits from these settings."""
-        return ImageLimits(
-            max_bytes=self.max_image_bytes,
-            max_pixels=self.max_image_pixels,
-            max_images=self.max_images,
-            formats=DEFAULT_FORMATS,
-        )
+        return self.rewriter_settings().image_limits()
 
     def url_policy(self) -> URLPolicy:
         """The core's URL policy from these settings (private addresses are never allowed)."""
-        return URLPolicy(
-            allow_remote=self.allow_remote_images,
-            allowed_hosts=frozenset(host.lower() for host in self.allowed_image_hosts),
-            max_bytes=self.max_image_bytes,
-        )
+        return self.rewriter_settings().url_policy()
 
 
 def _describe(error: Any) -> str:

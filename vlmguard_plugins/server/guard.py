@@ -1,28 +1,69 @@
-"""The guard step of the gateway: the last user turn through the rewriter and the policy.
+"""The guard step of the gateway: the request's messages through the core guard.
 
-Input the guard cannot accept (a refused image or URL, text over the limit) is the
-client's to fix, so it is answered with a 400 and never forwarded: an image the guard
-could not check must not reach the VLM either.  Rewriter failures (backend errors,
-timeouts, unparsable output) go to the failure policy; under ``raise`` the client
-gets a 503.
+The body's ``messages`` become the core :class:`~vlmguard_plugins.conversation.Conversation`
+(:func:`~vlmguard_plugins.conversation.from_openai`), go through
+:meth:`~vlmguard_plugins.Rewriter.aguard`, and come back as message dicts
+(:func:`~vlmguard_plugins.conversation.to_openai`).  The gateway reads no message
+content itself: what is checked, what is refused and where the rewrite goes are the
+core's decisions, the same for every entry point.
+
+Input the guard cannot check (an unsupported part, an unreadable or refused image,
+a conversation over the limits) is the client's to fix: it is answered with a 400
+and never forwarded.  Rewriter failures (backend errors, timeouts, unparsable output)
+go to the gateway's failure policy; under ``raise`` the client gets a 503.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageInputError, InputError, VLMGuardError
-from ..policy import apply_failure_policy
+from ..conversation import from_openai, to_openai
+from ..errors import (
+    ImageInputError,
+    InputError,
+    TextTooLongError,
+    UnsupportedContentError,
+    VLMGuardError,
+)
 from ..rewriter import Rewriter
-from ..types import FailurePolicyName, RewriteRequest, RewriteResult
-from .chat import UserTurn
+from ..types import FailurePolicyName, RewriteResult
 from .errors import GatewayError, invalid_request
 from .metrics import GatewayMetrics
 
+logger = logging.getLogger("vlmguard_plugins.server")
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    """What the guard decided for one request.
+
+    ``messages`` are the messages to forward (the rewrite written back, dropped parts
+    removed); ``result`` is the rewrite; ``dropped`` lists the types of parts removed
+    under ``unsupported_content="drop"``.
+    """
+
+    messages: list[dict[str, Any]]
+    result: RewriteResult
+    dropped: tuple[str, ...] = ()
+
+
+def input_error_code(error: InputError) -> str:
+    """The OpenAI-style error ``code`` of a 400 for ``error``."""
+    if isinstance(error, UnsupportedContentError):
+        return "unsupported_content"
+    if isinstance(error, ImageInputError):
+        return "invalid_image"
+    if isinstance(error, TextTooLongError):
+        return "text_too_long"
+    return "invalid_request"
+
 
 class Guard:
-    """Rewrites user turns with ``rewriter`` under the gateway's failure ``policy``."""
+    """Guards chat messages with ``rewriter`` under the gateway's failure ``policy``."""
 
     def __init__(
         self, rewriter: Rewriter, policy: FailurePolicyName, metrics: GatewayMetrics
@@ -31,44 +72,45 @@ class Guard:
         self.policy = policy
         self.metrics = metrics
 
-    async def check(self, turn: UserTurn) -> RewriteResult:
-        """The result whose ``prompt`` replaces the turn's text.
+    async def check(self, messages: Sequence[Any]) -> GuardOutcome:
+        """The messages to forward in place of ``messages``, and the rewrite behind them.
 
         Raises:
-            GatewayError: 400 for refused input, 503 when the rewriter failed under
-                the ``raise`` policy.
+            GatewayError: 400 for input the guard cannot check (or no user message),
+                503 when the rewriter failed under the ``raise`` policy.
         """
         started = time.perf_counter()
         try:
-            request = RewriteRequest(
-                text=turn.text,
-                images=list(turn.image_urls),
-                history=turn.history,
-                allow_local_files=False,
-            )
-            result = await self.rewriter.arewrite(request, on_error="raise")
+            guarded = await self.rewriter.aguard(from_openai(messages), on_error=self.policy)
         except InputError as exc:
-            code = "invalid_image" if isinstance(exc, ImageInputError) else "text_too_long"
             self.metrics.rewrites.labels(risk="unknown", action="refused_input").inc()
-            raise invalid_request(str(exc), code=code, param="messages") from exc
+            raise invalid_request(str(exc), code=input_error_code(exc), param="messages") from exc
         except VLMGuardError as exc:
-            elapsed = time.perf_counter() - started
-            if self.policy == "raise":
-                self.metrics.rewrite_seconds.observe(elapsed)
-                self.metrics.fallbacks.labels(policy="raise", reason=type(exc).__name__).inc()
-                raise GatewayError(
-                    503,
-                    f"the guard could not check this request ({type(exc).__name__})",
-                    type="guard_error",
-                    code="guard_unavailable",
-                ) from exc
-            result = apply_failure_policy(self.policy, turn.text, exc, latency_ms=elapsed * 1000)
-        self.metrics.record_rewrite(result, self.policy, time.perf_counter() - started)
-        return result
+            # Only the raise policy lets a rewriter failure out of aguard.
+            self.metrics.rewrite_seconds.observe(time.perf_counter() - started)
+            self.metrics.fallbacks.labels(policy="raise", reason=type(exc).__name__).inc()
+            raise GatewayError(
+                503,
+                f"the guard could not check this request ({type(exc).__name__})",
+                type="guard_error",
+                code="guard_unavailable",
+            ) from exc
+        if guarded.result is None:
+            # No user turn and no image: nothing for the rewriter to read, so nothing the
+            # gateway could vouch for.
+            raise invalid_request(
+                "the conversation has no user message to check", code="invalid_request"
+            )
+        self.metrics.record_rewrite(guarded.result, self.policy, time.perf_counter() - started)
+        if guarded.dropped:
+            self.metrics.dropped_parts.inc(len(guarded.dropped))
+            logger.info("dropped unsupported parts before forwarding: %s", guarded.dropped)
+        return GuardOutcome(to_openai(guarded.conversation), guarded.result, guarded.dropped)
 
 
-def guard_report(result: RewriteResult) -> dict[str, Any]:
+def guard_report(outcome: GuardOutcome) -> dict[str, Any]:
     """What ``expose_analysis`` adds to a response, under the ``vlmguard`` key."""
+    result = outcome.result
     return {
         "risk": result.risk_label,
         "action": result.action,
@@ -76,4 +118,8 @@ def guard_report(result: RewriteResult) -> dict[str, Any]:
         "analysis": result.analysis,
         "rewritten_prompt": result.prompt,
         "fallback": result.fallback,
+        "dropped_parts": list(outcome.dropped),
     }
+
+
+__all__ = ["Guard", "GuardOutcome", "guard_report", "input_error_code"]

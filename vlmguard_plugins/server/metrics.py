@@ -24,6 +24,9 @@ class GatewayMetrics:
     ``vlmguard_gateway_requests_total{endpoint,status}``: answered requests;
     ``vlmguard_gateway_rewrites_total{risk,action}``: guard decisions;
     ``vlmguard_gateway_fallbacks_total{policy,reason}``: failure-policy results;
+    ``vlmguard_gateway_dropped_parts_total``: message parts removed under
+    ``unsupported_content="drop"`` (no label: part types are client-controlled, so
+    they would make an unbounded label);
     ``vlmguard_gateway_upstream_errors_total{kind}``: upstream failures;
     ``vlmguard_gateway_rewrite_seconds`` and ``vlmguard_gateway_upstream_seconds``
     (until the upstream's response headers): latency histograms;
@@ -50,6 +53,11 @@ class GatewayMetrics:
             "vlmguard_gateway_fallbacks",
             "Requests the failure policy handled, by policy and error.",
             ["policy", "reason"],
+            registry=self.registry,
+        )
+        self.dropped_parts = Counter(
+            "vlmguard_gateway_dropped_parts",
+            "Message parts the guard cannot check, removed before forwarding (drop setting).",
             registry=self.registry,
         )
         self.upstream_errors = Counter(

@@ -171,9 +171,16 @@ class FakeUpstream:
 
 @contextmanager
 def run_in_thread(
-    app: Any, *, host: str = "127.0.0.1", graceful_shutdown_s: float = 5.0
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    graceful_shutdown_s: float = 5.0,
+    log_level: str = "warning",
 ) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free port of ``host``; yields its ``http://`` URL."""
+    """Serve ``app`` with uvicorn on a free port of ``host``; yields its ``http://`` URL.
+
+    ``log_level="info"`` turns uvicorn's access log on (to test what it records).
+    """
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -182,9 +189,10 @@ def run_in_thread(
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
-        log_level="warning",
+        log_level=log_level,
         lifespan="on",
-        timeout_graceful_shutdown=graceful_shutdown_s,
+        # Annotated as int by uvicorn, but used as an asyncio timeout: fractions work.
+        timeout_graceful_shutdown=graceful_shutdown_s,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .errors import GatewayError, upstream_timeout, upstream_unavailable
+from .errors import GatewayError, invalid_request, upstream_timeout, upstream_unavailable
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger("vlmguard_plugins.server")
@@ -74,7 +74,7 @@ class Upstream:
         Raises:
             GatewayError: the upstream is unreachable, too slow, or answered an error.
         """
-        content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        content = None if body is None else _request_content(body)
         # Identity encoding: the body is relayed byte for byte, so it must not be compressed.
         headers = {"Accept-Encoding": "identity"}
         if content is not None:
@@ -143,3 +143,27 @@ class Upstream:
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self.client.aclose()
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as UTF-8 JSON.
+
+    A lone surrogate (``"\\ud800"`` is valid JSON, but not encodable as UTF-8) is kept
+    as its ``\\u`` escape, so a body the gateway accepted can always be sent on.
+
+    Raises:
+        RecursionError, ValueError: ``value`` cannot be serialised.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value).encode("ascii")
+
+
+def _request_content(body: dict[str, Any]) -> bytes:
+    try:
+        return json_bytes(body)
+    except RecursionError as exc:
+        # Parsed at one stack depth, serialised at a deeper one: a body nested close
+        # to the interpreter's limit can pass the first and fail the second.
+        raise invalid_request("the request body is nested too deeply", code="invalid_json") from exc
