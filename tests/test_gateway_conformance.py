@@ -311,4 +311,6 @@ def test_by_default_unsupported_parts_are_refused_naming_type_and_message(gw: Se
         gw.chat(messages)
     assert _error_code(caught.value) == "unsupported_content"
     assert "message 3" in caught.value.message and "'file'" in caught.value.message
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["param"] == "messages.3.content.1"
     assert gw.upstream.requests == [] and gw.backend.calls == []

@@ -32,13 +32,24 @@ class UnsupportedContentError(InputError):
 
     The guard never forwards content it has not seen: such a request is refused unless
     the ``unsupported_content="drop"`` setting removes these parts instead.
-    ``part_type`` names the refused part's type and ``role`` the message it was in.
+    ``part_type`` names the refused part's type, ``role`` and ``message_index`` the
+    message it was in, ``part_index`` its position in that message.
     """
 
-    def __init__(self, message: str, *, part_type: str = "", role: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        part_type: str = "",
+        role: str = "",
+        message_index: int | None = None,
+        part_index: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.part_type = part_type
         self.role = role
+        self.message_index = message_index
+        self.part_index = part_index
 
 
 class ImageInputError(InputError):

@@ -4,7 +4,7 @@
 means:
 
 - every text part of the last user turn is what the rewriter rewrites, and the text
-  of every other user and assistant turn is its history;
+  of every other user, assistant and tool turn is its history;
 - every image of every turn (system, user, assistant and tool turns alike, not only
   the last) is given to the rewriter, earlier turns' images first, within the image
   limits: a conversation over them is refused, never trimmed;
@@ -92,7 +92,7 @@ def check_coverage(
     turns: list[Turn] = []
     for position, turn in enumerate(conversation):
         kept: list[Part] = []
-        for part in turn.parts:
+        for part_index, part in enumerate(turn.parts):
             if isinstance(part, ImagePart) and part.problem is not None:
                 raise ImageInputError(
                     f"the guard cannot read an image in message {position} ({turn.role}): "
@@ -108,6 +108,8 @@ def check_coverage(
                     "unsupported_content='drop' to drop such parts before the model sees them",
                     part_type=part.kind,
                     role=turn.role,
+                    message_index=position,
+                    part_index=part_index,
                 )
             kept.append(part)
         turns.append(turn if len(kept) == len(turn.parts) else turn.with_parts(kept))
@@ -154,7 +156,9 @@ def plan(
     for position, turn in enumerate(covered):
         if position == target:
             continue
-        text = turn.text if turn.role in ("user", "assistant") else ""
+        # System text is the application's own; tool output is data the model will read
+        # (and a route for injected instructions), so the rewriter reads it as history.
+        text = turn.text if turn.role != "system" else ""
         images = [part.source for part in turn.images]
         if not text.strip() and not images:
             continue

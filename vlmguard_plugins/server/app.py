@@ -19,6 +19,7 @@ embedding code pass their own :class:`~vlmguard_plugins.Rewriter` instead::
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -162,6 +163,10 @@ class _ConcurrencyLimit:
             self.in_flight -= 1
 
 
+INLINE_PARSE_MAX_BYTES = 256 * 1024
+"""Bodies up to this size are parsed on the event loop; larger ones in a thread."""
+
+
 async def _read_json_body(request: Request, limit: int) -> dict[str, Any]:
     too_large = GatewayError(
         413,
@@ -178,8 +183,14 @@ async def _read_json_body(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise too_large
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        body = json.loads(b"".join(chunks), parse_constant=_not_json)
+        if len(raw) <= INLINE_PARSE_MAX_BYTES:
+            body = json.loads(raw, parse_constant=_not_json)
+        else:
+            # Parsing megabytes of JSON takes long enough to stall every other request
+            # (and /healthz) if it ran on the event loop.
+            body = await asyncio.to_thread(json.loads, raw, parse_constant=_not_json)
     except RecursionError as exc:
         raise invalid_request(
             "the request body is not valid JSON: it is nested too deeply", code="invalid_json"

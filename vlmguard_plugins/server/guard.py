@@ -51,6 +51,15 @@ class GuardOutcome:
     dropped: tuple[str, ...] = ()
 
 
+def input_error_param(error: InputError) -> str:
+    """The OpenAI-style ``param`` of a 400: the refused part's path when the core knows it."""
+    if isinstance(error, UnsupportedContentError) and error.message_index is not None:
+        if error.part_index is None:
+            return f"messages.{error.message_index}.content"
+        return f"messages.{error.message_index}.content.{error.part_index}"
+    return "messages"
+
+
 def input_error_code(error: InputError) -> str:
     """The OpenAI-style error ``code`` of a 400 for ``error``."""
     if isinstance(error, UnsupportedContentError):
@@ -84,7 +93,9 @@ class Guard:
             guarded = await self.rewriter.aguard(from_openai(messages), on_error=self.policy)
         except InputError as exc:
             self.metrics.rewrites.labels(risk="unknown", action="refused_input").inc()
-            raise invalid_request(str(exc), code=input_error_code(exc), param="messages") from exc
+            raise invalid_request(
+                str(exc), code=input_error_code(exc), param=input_error_param(exc)
+            ) from exc
         except VLMGuardError as exc:
             # Only the raise policy lets a rewriter failure out of aguard.
             self.metrics.rewrite_seconds.observe(time.perf_counter() - started)
@@ -122,4 +133,4 @@ def guard_report(outcome: GuardOutcome) -> dict[str, Any]:
     }
 
 
-__all__ = ["Guard", "GuardOutcome", "guard_report", "input_error_code"]
+__all__ = ["Guard", "GuardOutcome", "guard_report", "input_error_code", "input_error_param"]
