@@ -220,3 +220,22 @@ def test_unsupported_scheme_and_type() -> None:
 def test_too_many_images() -> None:
     with pytest.raises(ImageInputError, match="at most 2"):
         load_images([png_bytes()] * 3, limits=ImageLimits(max_images=2))
+
+
+def test_errors_name_the_image_of_a_request() -> None:
+    with pytest.raises(ImageDecodeError, match=r"image 2 of 3 \(from bytes\)"):
+        load_images([png_bytes(), b"junk", png_bytes()])
+
+
+def test_no_image_is_decoded_when_a_later_one_is_refused() -> None:
+    # The first image would decode fine, but the request is refused before it is.
+    with pytest.raises(ImageTooLargeError, match="2 of 2"):
+        load_images([png_bytes(), png_header_only(30_000, 30_000)])
+
+
+def test_a_decoded_webp_does_not_keep_its_decoder() -> None:
+    # An opened WebP holds libwebp's canvases (12 bytes a pixel) while it lives.
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), "green").save(buffer, format="WEBP", lossless=True)
+    prepared = load_image(buffer.getvalue())
+    assert type(prepared.image) is Image.Image and prepared.image.mode == "RGB"

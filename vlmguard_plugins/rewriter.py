@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ._sync import LoopThread
 from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
 from .cache import RewriteCache, cache_key
+from .decode_pool import SHARED_POOL, DecodeMemoryPool, Reservation
 from .errors import (
     BackendError,
     BackendTimeoutError,
@@ -24,7 +25,7 @@ from .errors import (
     TextTooLongError,
     VLMGuardError,
 )
-from .images import ImageLimits, PreparedImage, load_images, open_images
+from .images import ImageLimits, OpenedImages, PreparedImage, open_images
 from .parsing import parse_output
 from .policy import apply_failure_policy, validate_policy
 from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
@@ -73,6 +74,8 @@ class Rewriter:
         history_overflow: a conversation with more history than the rewriter reads is
             refused (``refuse``, default), or ``trim`` lets the oldest turns' text pass
             unread (images are always read).
+        decode_pool: the process-wide cap on memory held by decoded images of requests in
+            flight (:data:`~vlmguard_plugins.decode_pool.SHARED_POOL`, 1 GiB, by default).
         unsupported_content: what :meth:`aguard` does with a message part it cannot check
             (audio, video, a file): ``refuse`` (default) raises
             :class:`~vlmguard_plugins.errors.UnsupportedContentError`, ``drop`` removes
@@ -102,6 +105,7 @@ class Rewriter:
         unsupported_content: UnsupportedContentPolicy = "refuse",
         max_history_turns: int = MAX_HISTORY_TURNS,
         history_overflow: HistoryOverflow = "refuse",
+        decode_pool: DecodeMemoryPool | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
@@ -126,6 +130,7 @@ class Rewriter:
         self.unsupported_content: UnsupportedContentPolicy = unsupported_content
         self.max_history_turns = max_history_turns
         self.history_overflow: HistoryOverflow = history_overflow
+        self.decode_pool = decode_pool or SHARED_POOL
         self.cache = RewriteCache(cache_size) if cache_size > 0 else None
         # Held weakly: a rewriter used from many short-lived loops (asyncio.run per call)
         # must not keep every closed loop alive.
@@ -214,10 +219,12 @@ class Rewriter:
     ) -> RewriteResult:
         usage: list[Usage] = []
         raw: list[str] = []
+        reservation = self.decode_pool.reservation()
         try:
             # One deadline for the whole rewrite: loading images, generating and parsing.
             result, key = await asyncio.wait_for(
-                self._rewrite_steps(request, started, usage, raw), timeout=self.timeout_s
+                self._rewrite_steps(request, started, usage, raw, reservation),
+                timeout=self.timeout_s,
             )
         except InputError as error:
             if raise_input_errors:
@@ -228,14 +235,21 @@ class Rewriter:
         except asyncio.TimeoutError:
             timeout = BackendTimeoutError(f"the rewrite did not finish within {self.timeout_s} s")
             return self._policy_result(policy, request, timeout, started, usage, raw)
+        finally:
+            reservation.release()
         if key is not None and not result.cached:
             self.cache.put(key, result)  # type: ignore[union-attr]
         return result
 
     async def _rewrite_steps(
-        self, request: RewriteRequest, started: float, usage: list[Usage], raw: list[str]
+        self,
+        request: RewriteRequest,
+        started: float,
+        usage: list[Usage],
+        raw: list[str],
+        reservation: Reservation,
     ) -> tuple[RewriteResult, str | None]:
-        prepared = await self._prepare(request)
+        prepared = await self._prepare(request, reservation)
         key = cache_key(request.text, prepared, request.history) if self.cache is not None else None
         if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
             return hit.model_copy(update={"cached": True, "latency_ms": _elapsed_ms(started)}), key
@@ -340,7 +354,9 @@ class Rewriter:
         except ValidationError as exc:
             raise InputError(f"invalid rewrite request: {exc.errors()[0]['msg']}") from exc
 
-    async def _prepare(self, request: RewriteRequest) -> list[PreparedImage]:
+    async def _prepare(
+        self, request: RewriteRequest, reservation: Reservation | None = None
+    ) -> list[PreparedImage]:
         if len(request.history) > self.max_history_turns:
             raise TextTooLongError(
                 f"{len(request.history)} history turns, over the limit of "
@@ -368,14 +384,28 @@ class Rewriter:
         if not all(_cheap_to_load(image) for image in request.images):
             # Reading files, fetching URLs and parsing large encodings block: all of it,
             # decoding included, runs in a thread so the event loop stays free.
-            return await asyncio.to_thread(load_images, request.images, **kwargs)
+            return await asyncio.to_thread(self._load_reserved, request, kwargs, reservation)
         # Headers are cheap to read here, and every limit (the request's decode budget
         # too) is checked before anything is decoded.  Decoding costs what the pixels
         # cost, not what the bytes do: a few kilobytes can declare 50 megapixels.
         opened = open_images(request.images, **kwargs)
         if opened.pixels_to_decode <= INLINE_DECODE_MAX_PIXELS:
             return opened.decode()
-        return await asyncio.to_thread(opened.decode)
+        return await asyncio.to_thread(self._decode_reserved, opened, reservation)
+
+    def _load_reserved(
+        self, request: RewriteRequest, kwargs: dict[str, Any], reservation: Reservation | None
+    ) -> list[PreparedImage]:
+        return self._decode_reserved(open_images(request.images, **kwargs), reservation)
+
+    def _decode_reserved(
+        self, opened: OpenedImages, reservation: Reservation | None
+    ) -> list[PreparedImage]:
+        # Runs in a worker thread: waiting for room in the process-wide pool never
+        # blocks the event loop, and the rewrite's deadline bounds the wait.
+        if reservation is not None:
+            reservation.acquire(opened.decoded_bytes, self.timeout_s)
+        return opened.decode()
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

@@ -55,6 +55,8 @@ class RewriterSettings(BaseModel):
         max_total_image_pixels / max_decoded_image_bytes: the decode budget of one
             request, over every image of the conversation, checked from the headers
             before any image is decoded (see :class:`~vlmguard_plugins.ImageLimits`).
+        allow_animated_images: accept animated images, judged by their first frame
+            (refused by default: the model would receive the other frames unseen).
         allow_remote_images: let the rewriter fetch http(s) image URLs (public
             addresses only); off by default, so such images are refused.
         allowed_image_hosts: when set, the only hosts images may be fetched from.
@@ -89,6 +91,7 @@ class RewriterSettings(BaseModel):
     max_image_side: int = Field(default=16_384, ge=1)
     max_total_image_pixels: int = Field(default=64_000_000, ge=1)
     max_decoded_image_bytes: int = Field(default=384 * 1024 * 1024, ge=1)
+    allow_animated_images: bool = False
     allow_remote_images: bool = False
     allowed_image_hosts: list[str] = Field(default_factory=list)
     allow_private_image_addresses: bool = False
@@ -153,6 +156,7 @@ class RewriterSettings(BaseModel):
             formats=DEFAULT_FORMATS,
             max_total_pixels=self.max_total_image_pixels,
             max_decoded_bytes=self.max_decoded_image_bytes,
+            allow_animated=self.allow_animated_images,
         )
 
     def url_policy(self) -> URLPolicy:

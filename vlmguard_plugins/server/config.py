@@ -80,7 +80,15 @@ class GatewaySettings(BaseSettings):
         default=16_000,
         ge=1,
         description="Longest text the rewriter reads: the user's message and the earlier "
-        "turns together (a longer conversation is refused, never trimmed).",
+        "turns together (a longer conversation is refused unless history_overflow=trim).",
+    )
+    rewriter_max_history_turns: int = Field(
+        default=32, ge=0, description="The most earlier turns the rewriter reads."
+    )
+    history_overflow: Literal["refuse", "trim"] = Field(
+        default="refuse",
+        description="More history than the rewriter reads: refuse the request, or trim the "
+        "oldest text from what the rewriter reads (it still reaches the VLM, unread).",
     )
     on_error: FailurePolicyName = Field(
         default="shield", description="Failure policy: shield, raise, passthrough or block."
@@ -117,6 +125,21 @@ class GatewaySettings(BaseSettings):
     max_images: int = Field(default=8, ge=0)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_image_side: int = Field(default=16_384, ge=1)
+    max_total_image_pixels: int = Field(
+        default=64_000_000, ge=1, description="Pixels of all the images of one request."
+    )
+    max_decoded_image_bytes: int = Field(
+        default=384 * 1024 * 1024,
+        ge=1,
+        description="Memory the images of one request may take once decoded (estimated "
+        "from their headers, before decoding).",
+    )
+    allow_animated_images: bool = Field(
+        default=False,
+        description="Accept animated images, judged by their first frame (the VLM may read "
+        "every frame).",
+    )
     allow_remote_images: bool = Field(
         default=False, description="Let the rewriter fetch http(s) image URLs (public hosts)."
     )
@@ -180,9 +203,15 @@ class GatewaySettings(BaseSettings):
                 "max_concurrency": self.rewriter_max_concurrency,
                 "max_new_tokens": self.rewriter_max_new_tokens,
                 "max_text_chars": self.rewriter_max_text_chars,
+                "max_history_turns": self.rewriter_max_history_turns,
+                "history_overflow": self.history_overflow,
                 "max_images": self.max_images,
                 "max_image_bytes": self.max_image_bytes,
                 "max_image_pixels": self.max_image_pixels,
+                "max_image_side": self.max_image_side,
+                "max_total_image_pixels": self.max_total_image_pixels,
+                "max_decoded_image_bytes": self.max_decoded_image_bytes,
+                "allow_animated_images": self.allow_animated_images,
                 "allow_remote_images": self.allow_remote_images,
                 "allowed_image_hosts": self.allowed_image_hosts,
                 "allow_private_image_addresses": False,
