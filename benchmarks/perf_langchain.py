@@ -1,8 +1,9 @@
 """LangChain adapter overhead: ``VLMGuardRewriter`` against calling the core ``Rewriter`` directly.
 
 Both sides use the same ``ScriptedBackend`` (no model), so the difference is what the
-adapter adds per call: taking the LangChain input apart, the Runnable machinery
-(callback manager, run tree, custom event) and rebuilding the output.
+adapter adds per call: converting the LangChain input to the core's conversation, the
+core's coverage check and request building (``Rewriter.guard``), the Runnable machinery
+(callback manager, run tree, custom event) and converting the output back.
 
 Run: .venv/bin/python benchmarks/perf_langchain.py
 """
@@ -18,11 +19,11 @@ from collections.abc import Awaitable, Callable
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableLambda
-from langchain_vlmguard import VLMGuardRewriter
-from langchain_vlmguard.content import guard_input
+from langchain_vlmguard import VLMGuardRewriter, from_conversation, to_conversation
 from PIL import Image
 
 from vlmguard_plugins import Rewriter, RewriteRequest
+from vlmguard_plugins.conversation import plan, write_back
 from vlmguard_plugins.testing import ScriptedBackend
 
 CALLS = 300
@@ -123,21 +124,27 @@ def main() -> None:
 
     asyncio.run(run_async())
 
-    # The adapter's own work, without the Runnable machinery: take apart and rebuild.
+    # The adapter's own work, without the Runnable machinery: convert in and out; and
+    # the core's coverage check and request building, which the adapter calls.
     result = rewriter.rewrite(QUESTION)
-    for label, value in (("str", QUESTION), ("[msg + 512px PNG]", [message])):
-        take_apart = statistics.median(
-            _per_call_us(lambda value=value: guard_input(value, input_key="input", image_key=None))
-            for _ in range(ROUNDS)
-        )
-        guarded = guard_input(value, input_key="input", image_key=None)
-        rebuild = statistics.median(
-            _per_call_us(lambda guarded=guarded: guarded.rebuild(result)) for _ in range(ROUNDS)
-        )
-        print(
-            f"  translation only, {label:<18}: take apart {take_apart:5.1f} us, "
-            f"rebuild {rebuild:5.1f} us"
-        )
+    messages = [message]
+    conversation = to_conversation(messages)
+    guard_plan = plan(conversation, allow_local_files=False)
+    written = write_back(guard_plan.conversation, 0, result.prompt)
+    convert_in = statistics.median(
+        _per_call_us(lambda: to_conversation(messages)) for _ in range(ROUNDS)
+    )
+    core_plan = statistics.median(
+        _per_call_us(lambda: plan(conversation, allow_local_files=False)) for _ in range(ROUNDS)
+    )
+    convert_out = statistics.median(
+        _per_call_us(lambda: from_conversation(written, result=result, target=0))
+        for _ in range(ROUNDS)
+    )
+    print(
+        f"  translation only, [msg + 512px PNG]: convert in {convert_in:5.1f} us, "
+        f"core plan {core_plan:5.1f} us, convert out {convert_out:5.1f} us"
+    )
 
     # For scale: what LangChain itself costs for one invoke of a Runnable doing nothing.
     identity = RunnableLambda(lambda value: value)

@@ -1,8 +1,9 @@
-"""Guard a vision chat model in a LangChain chain: ``prompt | guard | vlm``.
+"""Guard a vision chat model in a LangChain chain: ``guard | prompt | vlm``.
 
-The guard rewrites the user's question, given the image, before the VLM sees it;
-the image block reaches the VLM untouched.  The rewrite's risk and analysis arrive
-in a ``vlmguard_rewrite`` callback event, printed here.
+The guard rewrites the user's question, given the image, before the prompt template
+wraps it and the VLM sees it; the template's own words and the image reach the VLM
+untouched.  The rewrite's risk and analysis arrive in a ``vlmguard_rewrite`` callback
+event, printed here.
 
 Offline, with a local rewriter model and LangChain's ``ParrotFakeChatModel`` in place
 of the VLM (it answers with exactly what a VLM would have received)::
@@ -28,7 +29,7 @@ import base64
 import mimetypes
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -41,7 +42,11 @@ SYSTEM = "You are a helpful assistant. Answer questions about the user's image."
 
 
 def build_chain(guard: VLMGuardRewriter, vlm: BaseChatModel) -> Runnable:
-    """A prompt with a question and an image, guarded, sent to a vision chat model."""
+    """The user's question and image, guarded, put in a prompt, sent to a vision chat model.
+
+    The guard stands before the template, so the rewriter reads the user's own words
+    (the ``question`` variable) and image, not the template around them.
+    """
     prompt = ChatPromptTemplate.from_messages(
         [
             ("system", SYSTEM),
@@ -54,7 +59,10 @@ def build_chain(guard: VLMGuardRewriter, vlm: BaseChatModel) -> Runnable:
             ),
         ]
     )
-    return prompt | guard | vlm
+    # The guard returns the kind of input it was given (here a dict of variables); its
+    # static type is the union of every kind it accepts, so name the one used here.
+    variables_guard = cast("Runnable[dict[str, Any], dict[str, Any]]", guard)
+    return variables_guard | prompt | vlm
 
 
 class PrintRewrite(BaseCallbackHandler):
@@ -63,7 +71,8 @@ class PrintRewrite(BaseCallbackHandler):
     def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if name != REWRITE_EVENT:
             return
-        print(f"risk     : {data['risk']} ({data['action']})")
+        # A failure-policy result has no risk: the rewriter never judged the request.
+        print(f"risk     : {data['risk'] or 'unknown'} ({data['action']})")
         if data["fallback"]:
             print(f"fallback : {data['fallback']}")
         if data["analysis"]:
@@ -77,16 +86,22 @@ def image_data_url(path: Path) -> str:
 
 
 def make_guard(args: argparse.Namespace) -> VLMGuardRewriter:
-    options = {"max_new_tokens": args.max_new_tokens}
+    """The guard on the ``question`` variable, with the ``image_url`` variable's image."""
     if args.rewriter_base_url:
         return VLMGuardRewriter.from_backend(
             "openai",
             model=args.rewriter_name,
             base_url=args.rewriter_base_url,
-            rewriter_options=options,
+            max_new_tokens=args.max_new_tokens,
+            input_key="question",
+            image_key="image_url",
         )
     return VLMGuardRewriter.from_backend(
-        "transformers", model=args.rewriter_model, rewriter_options=options
+        "transformers",
+        model=args.rewriter_model,
+        max_new_tokens=args.max_new_tokens,
+        input_key="question",
+        image_key="image_url",
     )
 
 
@@ -94,7 +109,7 @@ def make_vlm(args: argparse.Namespace) -> BaseChatModel:
     if not args.vlm_base_url:
         return ParrotFakeChatModel()
     try:
-        from langchain_openai import ChatOpenAI
+        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]  # optional
     except ImportError:
         sys.exit("--vlm-base-url needs langchain-openai: pip install langchain-openai")
     return ChatOpenAI(model=args.vlm_model, base_url=args.vlm_base_url, api_key=args.vlm_api_key)

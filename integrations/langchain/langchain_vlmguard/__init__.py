@@ -8,14 +8,17 @@ images) before a vision-language model sees it::
     guard = VLMGuardRewriter.from_backend(
         "openai", model="vlmguard-r1", base_url="http://localhost:8000/v1"
     )
-    chain = prompt | guard | vision_chat_model
+    chain = guard | vision_chat_model
+
+It converts LangChain messages to the core's conversation
+(:mod:`langchain_vlmguard.conversation`) and lets the core guard them.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .content import METADATA_KEY, get_rewrite_result
+from .conversation import METADATA_KEY, from_conversation, get_rewrite_result, to_conversation
 from .runnable import REWRITE_EVENT, GuardInput, VLMGuardRewriter
 
 try:
@@ -29,5 +32,7 @@ __all__ = [
     "GuardInput",
     "VLMGuardRewriter",
     "__version__",
+    "from_conversation",
     "get_rewrite_result",
+    "to_conversation",
 ]

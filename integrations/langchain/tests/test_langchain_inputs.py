@@ -246,7 +246,6 @@ def test_unchanged_text_reaches_the_model_as_it_was():
     ("value", "message"),
     [
         (42, "cannot guard an input of type int"),
-        ([SystemMessage(content="only a system prompt")], "no human message"),
         ({"question": QUESTION}, "has no 'input' key"),
         ({"input": 3}, "expected the user's text or a list of messages"),
     ],
@@ -255,3 +254,24 @@ def test_inputs_the_guard_cannot_take_give_a_typed_error(guard, backend, value, 
     with pytest.raises(InputError, match=message):
         guard.invoke(value)
     assert backend.calls == []
+
+
+def test_messages_without_a_human_message_have_nothing_to_rewrite(guard, backend, recorder):
+    messages = [SystemMessage(content="only a system prompt")]
+    chain = guard | ParrotFakeChatModel()
+    chain.invoke(messages, {"callbacks": [recorder]})
+    assert recorder.received == [messages]
+    assert recorder.events == []  # no rewrite, so no rewrite event
+    assert backend.calls == []
+
+
+def test_an_image_only_message_gets_the_rewrite_after_its_images(
+    guard, backend, image_b64, rewritten
+):
+    image = image_blocks(image_b64)["v1 standard image (base64)"]
+    message = HumanMessage(content=[image])
+    (guarded,) = guard.invoke([message])
+    # One behaviour for every entry point: the image first, then the question about it.
+    assert guarded.content == [image, {"type": "text", "text": rewritten}]
+    assert backend.calls[0].user_text == ""
+    assert [picture.size for picture in backend.calls[0].images] == [(40, 30)]

@@ -10,8 +10,9 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tracers.context import collect_runs
 from langchain_vlmguard import REWRITE_EVENT, VLMGuardRewriter, get_rewrite_result
 
-from vlmguard_plugins import Rewriter, Risk
+from vlmguard_plugins import Rewriter, RewriterSettings, Risk, URLPolicy
 from vlmguard_plugins.backends.base import GenerationRequest
+from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.testing import ScriptedBackend
 
 QUESTION = "What is the quickest way to use this on someone?"
@@ -30,7 +31,7 @@ async def test_ainvoke_runs_on_the_callers_event_loop(rewritten):
 
     def responder(request: GenerationRequest) -> str:
         loops.append(asyncio.get_running_loop())
-        return ScriptedBackend.rewriting_to(rewritten).outputs[0]
+        return str(ScriptedBackend.rewriting_to(rewritten).outputs[0])
 
     guard = VLMGuardRewriter(rewriter=Rewriter(backend=ScriptedBackend(responder=responder)))
     answer = await (guard | ParrotFakeChatModel()).ainvoke([HumanMessage(content=QUESTION)])
@@ -142,17 +143,58 @@ async def test_ainvoke_puts_the_result_on_the_message(guard, rewritten):
     assert get_rewrite_result(message).risk is Risk.MEDIUM
 
 
-def test_from_backend_builds_the_rewriter(rewritten):
+def test_from_backend_takes_the_settings_names_and_backend_options(rewritten):
     guard = VLMGuardRewriter.from_backend(
         "scripted",
-        outputs=[ScriptedBackend.rewriting_to(rewritten).outputs[0]],
-        rewriter_options={"cache_size": 8},
+        outputs=[ScriptedBackend.rewriting_to(rewritten).outputs[0]],  # a backend option
+        cache_size=8,
         on_error="block",
+        timeout_s=5,
+        max_images=2,
         name="guard",
     )
     assert guard.rewriter.cache is not None
-    assert guard.on_error == "block"
+    assert guard.rewriter.on_error == "block"
+    assert guard.rewriter.timeout_s == 5
+    assert guard.rewriter.image_limits.max_images == 2
+    assert guard.on_error is None  # the runnable keeps the rewriter's policy
     assert guard.get_name() == "guard"
     assert guard.invoke(QUESTION) == rewritten
     assert guard.invoke(QUESTION) == rewritten
     assert len(guard.rewriter.backend.calls) == 1  # the second came from the cache
+
+
+def test_from_settings_builds_the_same_rewriter(rewritten):
+    settings = RewriterSettings(
+        backend="scripted",
+        backend_options={"outputs": [ScriptedBackend.rewriting_to(rewritten).outputs[0]]},
+        on_error="passthrough",
+        max_text_chars=100,
+    )
+    guard = VLMGuardRewriter.from_settings(settings, input_key="question", result_key="guard")
+    assert guard.rewriter.on_error == "passthrough"
+    assert guard.rewriter.max_text_chars == 100
+    output = guard.invoke({"question": QUESTION})
+    assert output["question"] == rewritten
+    assert output["guard"].prompt == rewritten
+    from_mapping = VLMGuardRewriter.from_settings({"backend": "scripted", "cache_size": 4})
+    assert from_mapping.rewriter.cache is not None
+
+
+def test_invalid_settings_name_the_setting():
+    with pytest.raises(ConfigurationError, match="on_error"):
+        VLMGuardRewriter.from_backend("scripted", on_error="explode")
+    with pytest.raises(ConfigurationError, match="max_image_pixel.*unknown setting"):
+        VLMGuardRewriter.from_settings({"backend": "scripted", "max_image_pixel": 3})
+
+
+def test_rewriter_options_still_work_but_are_deprecated(rewritten):
+    with pytest.warns(DeprecationWarning, match="rewriter_options is deprecated"):
+        guard = VLMGuardRewriter.from_backend(
+            "scripted",
+            outputs=[ScriptedBackend.rewriting_to(rewritten).outputs[0]],
+            rewriter_options={"url_policy": URLPolicy(allow_remote=True), "cache_size": 2},
+        )
+    assert guard.rewriter.url_policy.allow_remote is True
+    assert guard.rewriter.cache is not None
+    assert guard.invoke(QUESTION) == rewritten
