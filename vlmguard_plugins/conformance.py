@@ -93,7 +93,7 @@ def _case(
     seen_texts: Sequence[str] = (),
     seen_images: Sequence[str] = (),
 ) -> ConformanceCase:
-    kinds = set()
+    kinds: set[str] = set()
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ._sync import LoopThread
 from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
 from .cache import RewriteCache, cache_key
+from .conversation.guard import aguard_conversation
 from .decode_pool import SHARED_POOL, DecodeMemoryPool, Reservation
 from .errors import (
     BackendError,
@@ -180,8 +181,6 @@ class Rewriter:
         failure policy, because it would otherwise reach the model unseen; rewriter
         failures go to the failure policy.  See :mod:`vlmguard_plugins.conversation`.
         """
-        from .conversation.guard import aguard_conversation
-
         return await aguard_conversation(
             self, conversation, on_error=on_error, allow_local_files=allow_local_files
         )
@@ -438,17 +437,21 @@ class Rewriter:
         self, original: str, generation: Generation, usage: Usage, started: float
     ) -> RewriteResult:
         parsed = parse_output(generation.text)
-        unchanged = _same_text(parsed.rewrite, original) or _same_text(
-            parsed.rewrite, neutralise_tags(original)
+        rewrite = parsed.rewrite  # None: the model answered with the <unchanged/> marker
+        unchanged = (
+            rewrite is None
+            or _same_text(rewrite, original)
+            or _same_text(rewrite, neutralise_tags(original))
         )
         if unchanged and parsed.risk is not None and parsed.risk >= Risk.MEDIUM:
-            # Forwarding the user's own text under a medium or high verdict would fail open.
+            # Forwarding the user's own text under a medium or high verdict would fail open,
+            # whether the model copied the text or answered with the marker.
             raise ContractViolationError(
                 f"the rewriter judged the request {parsed.risk.value} risk but returned it "
                 "unchanged",
                 raw=generation.text,
             )
-        prompt = original if unchanged else parsed.rewrite
+        prompt = original if unchanged or rewrite is None else rewrite
         risk = parsed.risk or (Risk.NONE if unchanged else Risk.MEDIUM)
         return RewriteResult(
             prompt=prompt,

@@ -48,6 +48,7 @@ ASSISTANT_STRUCTURE_KINDS = frozenset(
         "tool_use",
         "function_call",
         "server_tool_call",
+        "server_tool_call_chunk",
         "server_tool_result",
         "invalid_tool_call",
         "reasoning",
