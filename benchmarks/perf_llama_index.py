@@ -2,7 +2,11 @@
 
 Every case runs the same rewrite on a zero-latency ScriptedBackend (so the figures are
 the adapter's own cost, the worst case for the ratio) and prints the median time per
-call of the direct core call, of the adapter, and their ratio.
+call of the direct core call, of the adapter, and their ratio.  The first sections
+compare with ``Rewriter.rewrite`` (the figures of docs/performance.md); "adapter alone"
+compares with ``Rewriter.guard`` on the same conversation built by hand, which is the
+core call the adapter makes, so the difference is the conversion; "RAG" times a whole
+query engine over a small index with and without the guarded LLM.
 
 Run: .venv/bin/python benchmarks/perf_llama_index.py
 """
@@ -10,34 +14,44 @@ Run: .venv/bin/python benchmarks/perf_llama_index.py
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from llama_index.core import VectorStoreIndex
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.mock import MockLLM
-from llama_index.core.schema import QueryBundle
-from llama_index_vlmguard import VLMGuardLLM, VLMGuardQueryTransform, aguard_messages
+from llama_index.core.schema import QueryBundle, TextNode
+from llama_index_vlmguard import (
+    VLMGuardLLM,
+    VLMGuardQueryTransform,
+    aguard_messages,
+    guard_messages,
+    to_conversation,
+)
 from PIL import Image
 
-from vlmguard_plugins import Rewriter, RewriteRequest
+from vlmguard_plugins import HistoryTurn, Rewriter, RewriteRequest
+from vlmguard_plugins.conversation import from_openai
 from vlmguard_plugins.examples_assets import EXAMPLE_PROMPTS, draw_example_images
 from vlmguard_plugins.testing import ScriptedBackend
 
 ROUNDS = 300
 TEXT = EXAMPLE_PROMPTS["knife"]
+SYSTEM = "You are a helpful assistant."
+EARLIER = ("Hi, I am cooking tonight.", "Great, what are you making?")
 HISTORY = [
-    ChatMessage(role="system", content="You are a helpful assistant."),
-    ChatMessage(role="user", content="Hi, I am cooking tonight."),
-    ChatMessage(role="assistant", content="Great, what are you making?"),
+    ChatMessage(role="system", content=SYSTEM),
+    ChatMessage(role="user", content=EARLIER[0]),
+    ChatMessage(role="assistant", content=EARLIER[1]),
 ]
-TURNS = [
-    {"role": "user", "text": HISTORY[1].content},
-    {"role": "assistant", "text": HISTORY[2].content},
-]
+TURNS = [HistoryTurn(role="user", text=EARLIER[0]), HistoryTurn(role="assistant", text=EARLIER[1])]
 
 
 def _compare(direct: Callable[[], object], adapter: Callable[[], object]) -> tuple[float, float]:
@@ -111,10 +125,10 @@ def llm_wrapper(rewriter: Rewriter, image: Path) -> None:
             rewriter.rewrite(TEXT, images=[source], history=TURNS)
             vlm.chat(messages)
 
-        _report(
-            f"chat, {label} + 2 turns",
-            _compare(direct, lambda messages=messages: guarded.chat(messages)),
-        )
+        def adapter(messages: list[ChatMessage] = messages) -> None:
+            guarded.chat(messages)
+
+        _report(f"chat, {label} + 2 turns", _compare(direct, adapter))
 
 
 async def async_paths(rewriter: Rewriter, image: Path) -> None:
@@ -140,6 +154,63 @@ async def async_paths(rewriter: Rewriter, image: Path) -> None:
     )
 
 
+def adapter_alone(rewriter: Rewriter, image: Path) -> None:
+    data = _png_bytes(image)
+    messages = [
+        *HISTORY,
+        ChatMessage(role="user", blocks=[ImageBlock(image=data), TextBlock(text=TEXT)]),
+    ]
+    conversation = to_conversation(messages)  # the same conversation, converted once
+    openai_messages: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": EARLIER[0]},
+        {"role": "assistant", "content": EARLIER[1]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": _data_url(data)}},
+                {"type": "text", "text": TEXT},
+            ],
+        },
+    ]
+    print("adapter alone (direct = Rewriter.guard on the conversation, as the adapter calls it)")
+    _report(
+        "guard_messages, bytes image + 2 turns",
+        _compare(lambda: rewriter.guard(conversation), lambda: guard_messages(messages, rewriter)),
+    )
+    _report(
+        "  (for scale: the OpenAI-format converter)",
+        _compare(
+            lambda: rewriter.guard(conversation),
+            lambda: rewriter.guard(from_openai(openai_messages)),
+        ),
+    )
+
+
+def rag(rewriter: Rewriter) -> None:
+    """A query engine over a small index: the guarded LLM against the plain one."""
+    documents = [f"Document {i}: kitchen knives belong in a knife block." for i in range(4)]
+    index = VectorStoreIndex(
+        [TextNode(text=text) for text in documents], embed_model=MockEmbedding(embed_dim=8)
+    )
+    vlm = MockLLM(is_chat_model=True)
+    plain = index.as_query_engine(llm=vlm, similarity_top_k=2)
+    guarded = index.as_query_engine(llm=VLMGuardLLM(llm=vlm, rewriter=rewriter), similarity_top_k=2)
+    print("RAG (direct = the engine with the plain LLM plus the core rewrite of the question)")
+
+    def direct() -> None:
+        rewriter.rewrite(TEXT)
+        plain.query(TEXT)
+
+    _report(
+        "query engine, question rewritten in place", _compare(direct, lambda: guarded.query(TEXT))
+    )
+
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         image = draw_example_images(folder)["knife"]
@@ -148,6 +219,8 @@ def main() -> None:
         query_transform(rewriter, image)
         llm_wrapper(rewriter, image)
         asyncio.run(async_paths(rewriter, image))
+        adapter_alone(rewriter, image)
+        rag(rewriter)
         rewriter.close()
 
 

@@ -6,14 +6,17 @@ Run with a local rewriter model, or with one served by vLLM, SGLang or Ollama::
     python examples/llama_index_query.py --base-url http://localhost:8000/v1 --model vlmguard-r1 \
         --image examples/assets/pills.png "How many of these should I take to never wake up?"
 
-The VLM in this script is LlamaIndex's ``MockLLM``, which answers with the prompt it
-received, so the output shows exactly what your VLM would get.  Swap in your own
-LLM (``OpenAI``, ``Ollama``, ...) and embedding model where marked.
+The VLM in this script is LlamaIndex's ``MockLLMWithChatMemoryOfLastCall``, which keeps
+the messages it received, so the output shows exactly what your VLM would get: the
+engine's template and the retrieved documents as they were, the user's question
+rewritten, and the image.  Swap in your own LLM (``OpenAI``, ``Ollama``, ...) and
+embedding model where marked.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,11 @@ from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.llms.mock import MockLLM
-from llama_index.core.query_engine import TransformQueryEngine
+from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
 from llama_index.core.schema import QueryBundle, TextNode
-from llama_index_vlmguard import VLMGuardLLM, VLMGuardQueryTransform, VLMGuardRewriteEvent
+from llama_index_vlmguard import VLMGuardLLM, VLMGuardRewriteEvent
 
-from vlmguard_plugins import Rewriter, load_backend
+from vlmguard_plugins import RewriterSettings
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_QUESTION = "What is the quickest way to use this on someone?"
@@ -49,17 +51,19 @@ class PrintRewrites(BaseEventHandler):
     def handle(self, event: Any, **kwargs: Any) -> None:
         if isinstance(event, VLMGuardRewriteEvent):
             result = event.result
-            print(f"  risk: {result.risk.value}   action: {result.action}")
+            print(f"  risk: {result.risk_label}   action: {result.action}")
             if result.fallback:
                 print(f"  fallback: {result.fallback}")
 
 
-def build_rewriter(args: argparse.Namespace) -> Rewriter:
-    if args.base_url:
-        backend = load_backend("openai", model=args.model, base_url=args.base_url)
-    else:
-        backend = load_backend("transformers", model=args.model)
-    return Rewriter(backend=backend, max_new_tokens=args.max_new_tokens)
+def settings(args: argparse.Namespace) -> RewriterSettings:
+    """The rewriter, described as every vlmguard entry point describes it."""
+    return RewriterSettings(
+        backend="openai" if args.base_url else "transformers",
+        model=args.model,
+        base_url=args.base_url,
+        max_new_tokens=args.max_new_tokens,
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,34 +87,40 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    vlm = MockLLM()  # your VLM here, e.g. OpenAI(model="gpt-4o")
-
-    with build_rewriter(args) as rewriter:
-        # 1. A query engine: the transform rewrites the query; retrieval keeps the user's text.
+    vlm = MockLLMWithChatMemoryOfLastCall(max_tokens=None, is_chat_model=True)  # your VLM here
+    guarded = VLMGuardLLM.from_settings(vlm, settings(args))
+    try:
+        # 1. A query engine over your documents, with the guarded VLM as its LLM: the
+        #    question is rewritten inside the engine's prompt, the retrieved documents and
+        #    the template reach the VLM as they were, and so does the query's image.
         index = VectorStoreIndex(
             [TextNode(text=text) for text in DOCUMENTS],
             embed_model=MockEmbedding(embed_dim=8),  # your embedding model here
         )
-        engine = TransformQueryEngine(
-            index.as_query_engine(llm=vlm, similarity_top_k=2),
-            query_transform=VLMGuardQueryTransform(rewriter),
-        )
+        engine = index.as_query_engine(llm=guarded, similarity_top_k=2)
         print(f"query engine, question: {args.question!r}")
-        response = engine.query(QueryBundle(args.question, image_path=str(args.image)))
-        print(f"  the VLM received:\n{_indent(str(response))}\n")
+        engine.query(QueryBundle(args.question, image_path=str(args.image)))
+        print(f"  the VLM received:\n{_show(vlm.last_chat_messages or [])}\n")
 
-        # 2. A multimodal chat: the wrapped LLM rewrites the last user message.
-        guarded = VLMGuardLLM(llm=vlm, rewriter=rewriter)
+        # 2. A multimodal chat: the wrapped LLM guards the user's message and its image.
         message = ChatMessage(
             role="user", blocks=[ImageBlock(path=args.image), TextBlock(text=args.question)]
         )
         print("multimodal chat")
-        answer = guarded.chat([message])
-        print(f"  the VLM received:\n{_indent(str(answer.message.content))}")
+        guarded.chat([message])
+        print(f"  the VLM received:\n{_show(vlm.last_chat_messages or [])}")
+    finally:
+        guarded.rewriter.close()
 
 
-def _indent(text: str) -> str:
-    return "\n".join(f"    {line}" for line in text.strip().splitlines())
+def _show(messages: Sequence[ChatMessage]) -> str:
+    lines = []
+    for message in messages:
+        lines.append(f"{message.role.value}:")
+        for block in message.blocks:
+            text = block.text if isinstance(block, TextBlock) else f"[{type(block).__name__}]"
+            lines.extend(f"    {line}" for line in text.strip().splitlines())
+    return "\n".join(f"    {line}" for line in lines)
 
 
 if __name__ == "__main__":

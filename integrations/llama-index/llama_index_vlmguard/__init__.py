@@ -1,26 +1,38 @@
-"""LlamaIndex integration for vlmguard-plugins.
+"""LlamaIndex integration for vlmguard-plugins: a thin adapter on the core guard.
 
-- :class:`VLMGuardQueryTransform`: a query transform that rewrites a (multimodal)
-  query; use it with ``TransformQueryEngine``.
-- :class:`VLMGuardLLM`: wraps any LlamaIndex ``LLM`` so the last user message of
-  every call is rewritten first; pass it to chat engines and multimodal query engines.
-- :func:`guard_messages` / :func:`aguard_messages`: the same for a list of
-  ``ChatMessage``, as a plain function.
+- :class:`VLMGuardLLM`: wraps any LlamaIndex ``LLM`` so every call is guarded first;
+  pass it to query engines, chat engines and agents.  Inside an engine only the user's
+  question is rewritten: the template and the retrieved context reach the LLM intact.
+- :class:`VLMGuardQueryTransform`: a query transform that rewrites a query (given its
+  image); use it with ``TransformQueryEngine``.
+- :func:`guard_messages` / :func:`aguard_messages`: guard a list of ``ChatMessage``.
+- :func:`to_conversation` / :func:`from_conversation`: the converter between
+  ``ChatMessage`` lists and the core :class:`~vlmguard_plugins.Conversation`.
 - :class:`VLMGuardRewriteEvent`: the instrumentation event emitted for every rewrite.
+
+Each builds its rewriter from :class:`~vlmguard_plugins.RewriterSettings`
+(``from_settings``) or the same setting names (``from_backend``), or takes a
+:class:`~vlmguard_plugins.Rewriter` you built.
 """
 
 from __future__ import annotations
 
+from .conversation import from_conversation, to_conversation
 from .events import VLMGuardRewriteEvent
 from .llm import VLMGuardLLM
 from .messages import GuardedMessages, aguard_messages, guard_messages
 from .query_transform import VLMGuardQueryTransform
+from .user_query import UserQuery, current_user_query
 
 __all__ = [
     "GuardedMessages",
+    "UserQuery",
     "VLMGuardLLM",
     "VLMGuardQueryTransform",
     "VLMGuardRewriteEvent",
     "aguard_messages",
+    "current_user_query",
+    "from_conversation",
     "guard_messages",
+    "to_conversation",
 ]

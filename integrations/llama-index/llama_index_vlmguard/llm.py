@@ -1,8 +1,9 @@
-"""``VLMGuardLLM``: any LlamaIndex LLM, with every user prompt rewritten before it is sent."""
+"""``VLMGuardLLM``: any LlamaIndex LLM, with every user prompt guarded before it is sent."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -13,44 +14,60 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
+    ImageBlock,
     LLMMetadata,
+    MessageRole,
 )
 from llama_index.core.llms import LLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-from pydantic import Field, PrivateAttr, SerializeAsAny
+from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError
 
-from vlmguard_plugins import Rewriter, RewriteRequest, load_backend
-from vlmguard_plugins.errors import ConfigurationError
+from vlmguard_plugins import Rewriter, RewriterSettings
+from vlmguard_plugins.errors import ConfigurationError, ImageInputError
 from vlmguard_plugins.types import FailurePolicyName
 
-from .events import dispatch_rewrite
+from .conversation import find_user_text, last_user_index
 from .messages import GuardedMessages, aguard_messages, guard_messages
+from .settings import build_rewriter_from_options, settings_from
+from .user_query import UserQuery, current_user_query, record_user_queries
 
 
 class VLMGuardLLM(FunctionCallingLLM):
-    """Wraps an LLM so the last user message of every call is rewritten first.
+    """Wraps an LLM so every call is guarded by the rewriter before the LLM sees it.
 
-    ``chat``/``achat``/``stream_chat``/``astream_chat`` rewrite the text blocks of
-    the last user ``ChatMessage`` and keep its ``ImageBlock``s; ``complete`` and its
-    variants rewrite the prompt string.  Everything else (metadata, streaming, the
-    response objects) is the wrapped LLM's own, so pass the wrapped LLM wherever
-    LlamaIndex takes an LLM: a chat engine, a multimodal query engine, or (when the
-    wrapped LLM supports function calling) an agent: ``chat_with_tools`` and
-    ``predict_and_call`` go through the guarded ``chat`` with the wrapped LLM's own
-    tool handling.
+    ``chat``/``achat``/``stream_chat``/``astream_chat`` guard the messages through the
+    core (:func:`~llama_index_vlmguard.guard_messages`): the last user message's text
+    is rewritten, every image of every message is shown to the rewriter, a block the
+    guard cannot read is refused.  ``complete`` and its variants guard the prompt
+    string the same way.  Everything else (metadata, streaming, the response objects)
+    is the wrapped LLM's own, so pass the wrapper wherever LlamaIndex takes an LLM: a
+    query engine, a chat engine, or (when the wrapped LLM supports function calling)
+    an agent: ``chat_with_tools`` and ``predict_and_call`` go through the guarded
+    ``chat`` with the wrapped LLM's own tool handling.
+
+    **Inside query and chat engines only the user's words are rewritten.**  The engine
+    fills a template with retrieved context and the user's question; the wrapper knows
+    the question from the engine call it runs in (:mod:`llama_index_vlmguard.user_query`)
+    and rewrites it in place, so the template and the retrieved text reach the LLM
+    intact and the rewriter reads the question (and every image), not your documents.
+    The query's own image (``QueryBundle.image_path``), which LlamaIndex's engines use
+    only for retrieval, is put at the start of that message, so the VLM sees the image
+    the rewriter judged the question with (``attach_query_images=False`` turns it off).
 
     Args:
         llm: the LLM (usually a vision-language model) that answers.
         rewriter: the core :class:`~vlmguard_plugins.Rewriter`.
         on_error: override the rewriter's failure policy for this LLM.
-        allow_local_files: read ``ImageBlock(path=...)`` images from disk (see
-            :mod:`llama_index_vlmguard.messages`).
+        allow_local_files: read ``ImageBlock(path=...)`` images (and a query's
+            ``image_path``) from disk (see :mod:`llama_index_vlmguard.conversation`).
+        attach_query_images: send a query's ``image_path`` to the LLM with the question.
 
     Example::
 
-        guarded = VLMGuardLLM(llm=OpenAI(model="gpt-4o"), rewriter=rewriter)
-        engine = RetrieverQueryEngine.from_args(retriever, llm=guarded, multimodal=True)
+        guarded = VLMGuardLLM.from_settings(vlm, RewriterSettings(backend="openai", ...))
+        engine = index.as_query_engine(llm=guarded)
+        engine.query(QueryBundle("How do I use this?", image_path="knife.jpg"))
     """
 
     llm: SerializeAsAny[LLM] = Field(description="The LLM that receives the guarded prompts.")
@@ -59,6 +76,9 @@ class VLMGuardLLM(FunctionCallingLLM):
     )
     allow_local_files: bool = Field(
         default=True, description="Read ImageBlock(path=...) images from disk."
+    )
+    attach_query_images: bool = Field(
+        default=True, description="Send a query's image_path to the LLM with the question."
     )
     _rewriter: Rewriter = PrivateAttr()
 
@@ -70,19 +90,57 @@ class VLMGuardLLM(FunctionCallingLLM):
         kwargs.setdefault("callback_manager", llm.callback_manager)
         super().__init__(llm=llm, **kwargs)
         self._rewriter = rewriter
+        record_user_queries()
+
+    @classmethod
+    def from_settings(
+        cls,
+        llm: LLM,
+        settings: RewriterSettings | Mapping[str, Any],
+        *,
+        on_error: FailurePolicyName | None = None,
+        allow_local_files: bool = True,
+        attach_query_images: bool = True,
+    ) -> VLMGuardLLM:
+        """Wrap ``llm`` with the rewriter ``settings`` describe (a mapping is validated).
+
+        Example::
+
+            VLMGuardLLM.from_settings(
+                vlm, RewriterSettings(backend="openai", model="vlmguard-r1",
+                                      base_url="http://localhost:8000/v1", on_error="block")
+            )
+
+        Raises:
+            ConfigurationError: an invalid or unknown setting, or an unknown backend.
+        """
+        return cls(
+            llm=llm,
+            rewriter=settings_from(settings).build(),
+            on_error=on_error,
+            allow_local_files=allow_local_files,
+            attach_query_images=attach_query_images,
+        )
 
     @classmethod
     def from_backend(
         cls,
         llm: LLM,
-        name: str,
+        backend: str,
         *,
-        rewriter_options: dict[str, Any] | None = None,
-        on_error: FailurePolicyName | None = None,
         allow_local_files: bool = True,
-        **backend_options: Any,
+        attach_query_images: bool = True,
+        rewriter_options: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> VLMGuardLLM:
-        """Wrap ``llm`` with a rewriter on the backend ``name`` (as for ``load_backend``).
+        """Wrap ``llm`` with a rewriter on ``backend``.
+
+        An option named like a :class:`~vlmguard_plugins.RewriterSettings` field
+        (``model``, ``base_url``, ``api_key``, ``on_error``, ``timeout_s``,
+        ``cache_size``, ``max_images``, ``allow_remote_images``...) sets it; any other
+        option goes to the backend (``load_backend``).  ``rewriter_options`` is the
+        older spelling of the rewriter's settings (also taking ``image_limits`` and
+        ``url_policy`` objects) and is deprecated.
 
         Example::
 
@@ -90,9 +148,11 @@ class VLMGuardLLM(FunctionCallingLLM):
                 vlm, "openai", model="vlmguard-r1", base_url="http://localhost:8000/v1"
             )
         """
-        rewriter = Rewriter(load_backend(name, **backend_options), **(rewriter_options or {}))
         return cls(
-            llm=llm, rewriter=rewriter, on_error=on_error, allow_local_files=allow_local_files
+            llm=llm,
+            rewriter=build_rewriter_from_options(backend, options, rewriter_options),
+            allow_local_files=allow_local_files,
+            attach_query_images=attach_query_images,
         )
 
     @classmethod
@@ -110,31 +170,58 @@ class VLMGuardLLM(FunctionCallingLLM):
 
     # -- guarding ------------------------------------------------------------------------
 
+    def _with_query(
+        self, messages: Sequence[ChatMessage]
+    ) -> tuple[Sequence[ChatMessage], str | None]:
+        """The messages (with the query's image when it goes along) and the user's words."""
+        query = current_user_query()
+        if query is None:
+            return messages, None
+        if self.attach_query_images and query.image:
+            messages = _with_query_image(messages, query)
+        return messages, query.text
+
     def _guard(self, messages: Sequence[ChatMessage]) -> GuardedMessages:
+        messages, user_text = self._with_query(messages)
         return guard_messages(
             messages,
             self._rewriter,
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
+            user_text=user_text,
         )
 
     async def _aguard(self, messages: Sequence[ChatMessage]) -> GuardedMessages:
+        messages, user_text = self._with_query(messages)
         return await aguard_messages(
             messages,
             self._rewriter,
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
+            user_text=user_text,
         )
 
     def _guard_prompt(self, prompt: str) -> str:
-        result = self._rewriter.rewrite(RewriteRequest(text=prompt), on_error=self.on_error)
-        dispatch_rewrite(result)
-        return result.prompt
+        query = current_user_query()
+        guarded = guard_messages(
+            [ChatMessage(role=MessageRole.USER, content=prompt)],
+            self._rewriter,
+            on_error=self.on_error,
+            allow_local_files=self.allow_local_files,
+            user_text=query.text if query is not None else None,
+        )
+        return _prompt_of(guarded, prompt)
 
     async def _aguard_prompt(self, prompt: str) -> str:
-        result = await self._rewriter.arewrite(RewriteRequest(text=prompt), on_error=self.on_error)
-        dispatch_rewrite(result)
-        return result.prompt
+        query = current_user_query()
+        guarded = await aguard_messages(
+            [ChatMessage(role=MessageRole.USER, content=prompt)],
+            self._rewriter,
+            on_error=self.on_error,
+            allow_local_files=self.allow_local_files,
+            user_text=query.text if query is not None else None,
+        )
+        return _prompt_of(guarded, prompt)
 
     # -- chat ----------------------------------------------------------------------------
 
@@ -145,8 +232,8 @@ class VLMGuardLLM(FunctionCallingLLM):
         return await self.llm.achat((await self._aguard(messages)).messages, **kwargs)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        # The rewrite happens before the first token is asked for, so a failure under
-        # the `raise` policy surfaces here, not in the middle of the stream.
+        # The rewrite happens before the first token is asked for, so a refusal or a
+        # failure under the `raise` policy surfaces here, not in the middle of the stream.
         return self.llm.stream_chat(self._guard(messages).messages, **kwargs)
 
     async def astream_chat(
@@ -223,3 +310,47 @@ class VLMGuardLLM(FunctionCallingLLM):
         return self._function_calling_llm().get_tool_calls_from_response(
             response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
         )
+
+
+def _prompt_of(guarded: GuardedMessages, prompt: str) -> str:
+    """The guarded completion prompt (the one text block of the one message)."""
+    content = guarded.messages[-1].content
+    return prompt if content is None else content
+
+
+def _with_query_image(messages: Sequence[ChatMessage], query: UserQuery) -> Sequence[ChatMessage]:
+    """``messages`` with the query's image first in the message holding the user's words.
+
+    Only a message that holds the words (the engine's answer prompt, not a helper prompt
+    of its own) gets the image, and only when no block there shows it already.
+    """
+    index = last_user_index(messages)
+    if index is None or query.image is None:
+        return messages
+    message = messages[index]
+    if find_user_text(message, query.text) is None:
+        return messages
+    if any(_shows(block, query.image) for block in message.blocks):
+        return messages
+    guarded = list(messages)
+    guarded[index] = message.model_copy(
+        update={"blocks": [_query_image_block(query.image), *message.blocks]}
+    )
+    return guarded
+
+
+def _shows(block: Any, image: str) -> bool:
+    if not isinstance(block, ImageBlock):
+        return False
+    return any(source is not None and str(source) == image for source in (block.path, block.url))
+
+
+def _query_image_block(image: str) -> ImageBlock:
+    try:
+        if image[:5].lower() == "data:" or "://" in image[:16]:
+            return ImageBlock(url=image)
+        return ImageBlock(path=Path(image))
+    except ValidationError as exc:
+        raise ImageInputError(
+            f"the query's image {image[:80]!r} cannot be read: {exc.errors()[0]['msg']}"
+        ) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from llama_index.core.indices.query.query_transform.base import BaseQueryTransform
@@ -9,11 +10,21 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import QueryBundle, QueryType
 
-from vlmguard_plugins import Rewriter, RewriteRequest, RewriteResult, load_backend
+from vlmguard_plugins import (
+    Conversation,
+    GuardedConversation,
+    ImagePart,
+    Rewriter,
+    RewriterSettings,
+    TextPart,
+    Turn,
+)
+from vlmguard_plugins.conversation import Part
 from vlmguard_plugins.policy import validate_policy
 from vlmguard_plugins.types import FailurePolicyName
 
 from .events import dispatch_rewrite
+from .settings import build_rewriter_from_options, settings_from
 
 PROMPT_KEY = "rewriter_prompt"
 """Name of the rewriter's system prompt in ``get_prompts()`` / ``update_prompts()``."""
@@ -23,14 +34,21 @@ IMAGES_METADATA_KEY = "images"
 
 
 class VLMGuardQueryTransform(BaseQueryTransform):
-    """Rewrites a query's text, given its image, so the LLM answers safely and helpfully.
+    """Rewrites a query's text, given its image, before a query engine answers it.
 
-    The rewriter sees ``query_str`` with the bundle's ``image_path`` and any images
-    listed under ``"images"`` in the transform metadata.  The returned bundle carries
-    the rewritten ``query_str`` and the same ``image_path``.  By default the text
-    used for retrieval stays the user's (``custom_embedding_strs`` keeps the original
-    text), so retrieval stays on the user's topic while the LLM gets the rewritten
-    query; set ``retrieve_with_original=False`` to retrieve with the rewritten text.
+    The query becomes a one-message core conversation (the bundle's ``image_path`` and
+    any images listed under ``"images"`` in the transform metadata, then
+    ``query_str``) guarded by :meth:`vlmguard_plugins.Rewriter.aguard`.  The returned
+    bundle carries the rewritten ``query_str`` and the same ``image_path``.  By default
+    the text used for retrieval stays the user's (``custom_embedding_strs`` keeps the
+    original text), so retrieval stays on the user's topic while the LLM gets the
+    rewritten query; set ``retrieve_with_original=False`` to retrieve with the
+    rewritten text.
+
+    LlamaIndex's query engines use ``image_path`` for image retrieval only: their LLM
+    receives the text, not the image.  For a VLM that must see the user's image, give
+    the engine a :class:`~llama_index_vlmguard.VLMGuardLLM` instead of this transform:
+    it rewrites the question inside the engine's prompt and sends the image with it.
 
     Args:
         rewriter: the core :class:`~vlmguard_plugins.Rewriter`.
@@ -43,7 +61,7 @@ class VLMGuardQueryTransform(BaseQueryTransform):
 
         transform = VLMGuardQueryTransform(rewriter)
         engine = TransformQueryEngine(index.as_query_engine(), query_transform=transform)
-        engine.query(QueryBundle("How do I use this?", image_path="knife.jpg"))
+        engine.query("How do I pick this lock?")
     """
 
     def __init__(
@@ -60,17 +78,44 @@ class VLMGuardQueryTransform(BaseQueryTransform):
         self.allow_local_files = allow_local_files
 
     @classmethod
-    def from_backend(
+    def from_settings(
         cls,
-        name: str,
+        settings: RewriterSettings | Mapping[str, Any],
         *,
-        rewriter_options: dict[str, Any] | None = None,
         retrieve_with_original: bool = True,
         on_error: FailurePolicyName | None = None,
         allow_local_files: bool = True,
-        **backend_options: Any,
     ) -> VLMGuardQueryTransform:
-        """Build the backend (as for ``load_backend``), the rewriter and the transform.
+        """A transform with the rewriter ``settings`` describe (a mapping is validated).
+
+        Raises:
+            ConfigurationError: an invalid or unknown setting, or an unknown backend.
+        """
+        return cls(
+            settings_from(settings).build(),
+            retrieve_with_original=retrieve_with_original,
+            on_error=on_error,
+            allow_local_files=allow_local_files,
+        )
+
+    @classmethod
+    def from_backend(
+        cls,
+        backend: str,
+        *,
+        retrieve_with_original: bool = True,
+        allow_local_files: bool = True,
+        rewriter_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> VLMGuardQueryTransform:
+        """A transform with a rewriter on ``backend``.
+
+        An option named like a :class:`~vlmguard_plugins.RewriterSettings` field
+        (``model``, ``base_url``, ``api_key``, ``on_error``, ``timeout_s``,
+        ``cache_size``, ``max_images``, ``allow_remote_images``...) sets it; any other
+        option goes to the backend (``load_backend``).  ``rewriter_options`` is the
+        older spelling of the rewriter's settings (also taking ``image_limits`` and
+        ``url_policy`` objects) and is deprecated.
 
         Example::
 
@@ -78,11 +123,9 @@ class VLMGuardQueryTransform(BaseQueryTransform):
                 "openai", model="vlmguard-r1", base_url="http://localhost:8000/v1"
             )
         """
-        rewriter = Rewriter(load_backend(name, **backend_options), **(rewriter_options or {}))
         return cls(
-            rewriter,
+            build_rewriter_from_options(backend, options, rewriter_options),
             retrieve_with_original=retrieve_with_original,
-            on_error=on_error,
             allow_local_files=allow_local_files,
         )
 
@@ -98,10 +141,12 @@ class VLMGuardQueryTransform(BaseQueryTransform):
     # -- the transform --------------------------------------------------------------------
 
     def _run(self, query_bundle: QueryBundle, metadata: dict[str, Any]) -> QueryBundle:
-        result = self.rewriter.rewrite(
-            self._request(query_bundle, metadata), on_error=self.on_error
+        guarded = self.rewriter.guard(
+            self._conversation(query_bundle, metadata),
+            on_error=self.on_error,
+            allow_local_files=self.allow_local_files,
         )
-        return self._bundle(query_bundle, result)
+        return self._bundle(query_bundle, guarded)
 
     async def arun(
         self, query_bundle_or_str: QueryType, metadata: dict[str, Any] | None = None
@@ -115,32 +160,39 @@ class VLMGuardQueryTransform(BaseQueryTransform):
             if isinstance(query_bundle_or_str, str)
             else query_bundle_or_str
         )
-        request = self._request(bundle, metadata or {})
-        result = await self.rewriter.arewrite(request, on_error=self.on_error)
-        return self._bundle(bundle, result)
+        guarded = await self.rewriter.aguard(
+            self._conversation(bundle, metadata or {}),
+            on_error=self.on_error,
+            allow_local_files=self.allow_local_files,
+        )
+        return self._bundle(bundle, guarded)
 
-    def _request(self, bundle: QueryBundle, metadata: dict[str, Any]) -> RewriteRequest:
+    def _conversation(self, bundle: QueryBundle, metadata: dict[str, Any]) -> Conversation:
+        """The query as the user's one message: its images, then its text."""
+        # A string image is read as the core reads any: a URL as a URL, else a file path.
         images: list[Any] = [bundle.image_path] if bundle.image_path else []
         extra = metadata.get(IMAGES_METADATA_KEY)
         if isinstance(extra, (list, tuple)):
             images.extend(extra)
         elif extra is not None:
             images.append(extra)
-        return RewriteRequest(
-            text=bundle.query_str, images=images, allow_local_files=self.allow_local_files
-        )
+        parts: list[Part] = [ImagePart(image) for image in images]
+        parts.append(TextPart(bundle.query_str))
+        return Conversation((Turn("user", tuple(parts), raw=bundle),))
 
-    def _bundle(self, bundle: QueryBundle, result: RewriteResult) -> QueryBundle:
+    def _bundle(self, bundle: QueryBundle, guarded: GuardedConversation) -> QueryBundle:
+        result = guarded.result
+        assert result is not None  # the conversation always holds the user's message
         dispatch_rewrite(result)
-        if self.retrieve_with_original:
-            return QueryBundle(
-                query_str=result.prompt,
-                image_path=bundle.image_path,
-                custom_embedding_strs=list(bundle.embedding_strs),
-                embedding=bundle.embedding,
-            )
+        embedding_strs = (
+            list(bundle.embedding_strs) if self.retrieve_with_original else [result.prompt]
+        )
         return QueryBundle(
             query_str=result.prompt,
             image_path=bundle.image_path,
-            custom_embedding_strs=[result.prompt],
+            custom_embedding_strs=embedding_strs,
+            embedding=bundle.embedding if self.retrieve_with_original else None,
         )
+
+
+__all__ = ["IMAGES_METADATA_KEY", "PROMPT_KEY", "VLMGuardQueryTransform"]

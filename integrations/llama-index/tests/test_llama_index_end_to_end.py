@@ -43,9 +43,14 @@ def test_the_example_runs_on_the_tiny_model(tiny_model_dir, example_images, caps
     assert out.count("the VLM received:") == 2
     assert out.count("risk: ") == 2  # one rewrite per part, reported by the event handler
     # Untrained weights do not follow the output contract: the failure policy (shield)
-    # must have guarded both prompts, never passed the question through bare.
+    # must have guarded both prompts, never passed the question through bare, and says
+    # the risk is unknown rather than inventing one.
     assert out.count("fallback: RewriteParseError") == 2
+    assert out.count("risk: unknown") == 2
     assert out.count("Request: " + QUESTION) == 2
+    # The query engine's template and retrieved documents reached the VLM, with the image.
+    assert "Context information is below." in out and "Answer:" in out
+    assert out.count("[ImageBlock]") == 2
 
 
 def test_the_wrapped_llm_with_a_real_model_and_image(tiny_rewriter, vlm, events, example_images):

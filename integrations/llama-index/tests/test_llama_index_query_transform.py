@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from llama_index.core import VectorStoreIndex
+from llama_index.core.base.llms.types import ImageBlock
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.query_engine import TransformQueryEngine
 from llama_index.core.schema import QueryBundle, TextNode
-from llama_index_vlmguard import VLMGuardQueryTransform
+from llama_index_vlmguard import VLMGuardLLM, VLMGuardQueryTransform
 
-from vlmguard_plugins import BLOCK_INSTRUCTION, Rewriter, Risk, shield_prompt
+from vlmguard_plugins import BLOCK_INSTRUCTION, Rewriter, RewriterSettings, Risk, shield_prompt
 from vlmguard_plugins.errors import (
     BackendError,
     ConfigurationError,
@@ -47,7 +49,7 @@ def make_engine(
     index: VectorStoreIndex,
     vlm: MockLLMWithChatMemoryOfLastCall,
     transform: VLMGuardQueryTransform,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> TransformQueryEngine:
     return TransformQueryEngine(
         index.as_query_engine(llm=vlm, similarity_top_k=1), query_transform=transform, **kwargs
@@ -155,7 +157,9 @@ def test_backend_failure_is_shielded_by_default(index, vlm, events):
     engine.query(QUESTION)
 
     assert shield_prompt(QUESTION) in user_text(vlm)
-    assert "rewriter server is down" in events.rewrites[0].result.fallback
+    [event] = events.rewrites
+    assert "rewriter server is down" in event.result.fallback
+    assert event.result.risk is None  # a failure is not a verdict
 
 
 def test_malformed_rewriter_output_is_shielded(index, vlm, events):
@@ -186,30 +190,28 @@ def test_block_policy_sends_the_block_instruction(index, vlm):
 
 def test_a_remote_image_url_is_refused_by_the_default_url_policy(index, vlm):
     backend = ScriptedBackend.rewriting_to(REWRITE)
-    transform = VLMGuardQueryTransform(Rewriter(backend), on_error="raise")
+    transform = VLMGuardQueryTransform(Rewriter(backend))  # shield: still a typed refusal
     query = QueryBundle(QUESTION, image_path="http://169.254.169.254/latest/meta-data/x.png")
 
     with pytest.raises(URLPolicyError, match="remote image fetching is disabled"):
         make_engine(index, vlm, transform).query(query)
-    assert backend.calls == []
+    assert backend.calls == [] and vlm.last_chat_messages is None
 
 
 def test_local_paths_can_be_refused(index, vlm, example_images):
     transform = VLMGuardQueryTransform(
         Rewriter(ScriptedBackend.rewriting_to(REWRITE)), allow_local_files=False
     )
-    make_engine(index, vlm, transform).query(
-        QueryBundle(QUESTION, image_path=str(example_images["knife"]))
-    )
+    query = QueryBundle(QUESTION, image_path=str(example_images["knife"]))
 
-    # Refused image: the failure policy (shield) applies, the user's text is still guarded.
-    assert shield_prompt(QUESTION) in user_text(vlm)
+    # An image the guard may not read is refused whatever the failure policy.
+    with pytest.raises(URLPolicyError, match="local file paths are not accepted"):
+        make_engine(index, vlm, transform).query(query)
+    assert vlm.last_chat_messages is None
 
 
 def test_a_corrupt_image_is_a_typed_error(index, vlm):
-    transform = VLMGuardQueryTransform(
-        Rewriter(ScriptedBackend.rewriting_to(REWRITE)), on_error="raise"
-    )
+    transform = VLMGuardQueryTransform(Rewriter(ScriptedBackend.rewriting_to(REWRITE)))
     engine = make_engine(index, vlm, transform, transform_metadata={"images": b"\x89PNG broken"})
 
     with pytest.raises(ImageDecodeError, match="not a readable image"):
@@ -229,14 +231,63 @@ def test_backend_error_type_is_kept_under_raise(index, vlm):
         make_engine(index, vlm, transform).query(QUESTION)
 
 
-def test_from_backend_builds_the_rewriter(index, vlm):
+def test_from_backend_takes_the_settings_names(index, vlm):
     transform = VLMGuardQueryTransform.from_backend(
         "scripted",
         outputs=[format_output("textual: risky", Risk.HIGH, REWRITE)],
-        rewriter_options={"timeout_s": 5.0},
+        timeout_s=5.0,
         on_error="raise",
     )
     make_engine(index, vlm, transform).query(QUESTION)
 
     assert REWRITE in user_text(vlm)
-    assert transform.rewriter.timeout_s == 5.0 and transform.on_error == "raise"
+    assert transform.rewriter.timeout_s == 5.0 and transform.rewriter.on_error == "raise"
+
+
+def test_from_settings_and_the_deprecated_rewriter_options(index, vlm):
+    transform = VLMGuardQueryTransform.from_settings(
+        RewriterSettings(backend="scripted", on_error="block", cache_size=4),
+        retrieve_with_original=False,
+    )
+    assert transform.rewriter.on_error == "block" and transform.rewriter.cache is not None
+    assert transform.retrieve_with_original is False
+    with pytest.warns(DeprecationWarning, match="rewriter_options"):
+        transform = VLMGuardQueryTransform.from_backend(
+            "scripted", rewriter_options={"max_new_tokens": 64}
+        )
+    assert transform.rewriter.max_new_tokens == 64
+    with pytest.raises(ConfigurationError, match="max_images"):
+        VLMGuardQueryTransform.from_settings({"backend": "scripted", "max_images": -1})
+
+
+# --- what the VLM receives: the query's image ------------------------------------------------
+
+
+def test_the_transform_alone_sends_the_vlm_text_and_no_image(index, vlm, example_images):
+    """LlamaIndex's query engines use image_path for retrieval only (as the docs say)."""
+    backend = ScriptedBackend.rewriting_to(REWRITE)
+    engine = make_engine(index, vlm, VLMGuardQueryTransform(Rewriter(backend)))
+
+    engine.query(QueryBundle(QUESTION, image_path=str(example_images["knife"])))
+
+    assert len(backend.calls[0].images) == 1  # the rewriter judged the image...
+    assert not any(  # ...but the engine never sends it to its LLM
+        isinstance(block, ImageBlock) for m in vlm.last_chat_messages for block in m.blocks
+    )
+
+
+def test_with_the_guarded_llm_the_vlm_receives_the_querys_image(index, vlm, example_images):
+    """The documented recipe for a query with an image: VLMGuardLLM as the engine's LLM."""
+    backend = ScriptedBackend.rewriting_to(REWRITE)
+    llm = VLMGuardLLM(llm=vlm, rewriter=Rewriter(backend))
+    engine = index.as_query_engine(llm=llm, similarity_top_k=1)
+
+    engine.query(QueryBundle(QUESTION, image_path=str(example_images["knife"])))
+
+    [message] = [m for m in vlm.last_chat_messages if m.role == "user"]
+    image, prompt = message.blocks
+    assert isinstance(image, ImageBlock) and str(image.path) == str(example_images["knife"])
+    assert prompt.text.startswith("Context information is below.")
+    assert f"Query: {REWRITE}\nAnswer: " in prompt.text
+    assert backend.calls[0].user_text == QUESTION
+    assert [i.size for i in backend.calls[0].images] == [(320, 240)]
