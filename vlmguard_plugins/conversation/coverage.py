@@ -117,7 +117,13 @@ def check_coverage(
     return Conversation(tuple(turns)), tuple(dropped)
 
 
+CONTENT_FREE_KINDS = frozenset({"CachePoint", "cache_point"})
+"""Markers that carry no content (prompt-caching breakpoints): nothing in them to check."""
+
+
 def _passes_unread(turn: Turn, part: OtherPart) -> bool:
+    if part.kind in CONTENT_FREE_KINDS:
+        return True
     return turn.role == "assistant" and part.kind in ASSISTANT_STRUCTURE_KINDS
 
 
@@ -238,6 +244,7 @@ def apply_result(plan: GuardPlan, result: RewriteResult) -> Conversation:
 
 __all__ = [
     "ASSISTANT_STRUCTURE_KINDS",
+    "CONTENT_FREE_KINDS",
     "GuardPlan",
     "UnsupportedContentPolicy",
     "apply_result",

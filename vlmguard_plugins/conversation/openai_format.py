@@ -27,6 +27,7 @@ _ROLES: dict[str, Role] = {
     "assistant": "assistant",
     "ai": "assistant",
     "model": "assistant",
+    "chatbot": "assistant",
     "tool": "tool",
     "function": "tool",
 }

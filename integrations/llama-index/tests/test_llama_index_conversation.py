@@ -116,7 +116,6 @@ def test_rewritten_message_keeps_role_kwargs_and_the_other_blocks(png_bytes, exa
         DocumentBlock(data=b"%PDF-1.4"),
         VideoBlock(url="https://example.com/v.mp4"),
         CitableBlock(content=[TextBlock(text="cited")], source="doc", title="t"),
-        CachePoint(cache_control=CacheControl(type="ephemeral")),
         ThinkingBlock(content="a user cannot smuggle text as thinking"),
     ],
     ids=lambda block: type(block).__name__,
@@ -128,6 +127,14 @@ def test_blocks_the_guard_does_not_read_are_refused_by_the_core(block):
     with pytest.raises(UnsupportedContentError) as caught:
         plan(conversation)
     assert caught.value.part_type == type(block).__name__
+
+
+def test_a_cache_point_carries_no_content_and_passes():
+    marker = CachePoint(cache_control=CacheControl(type="ephemeral"))
+    messages = [ChatMessage(role="user", blocks=[TextBlock(text="hi"), marker])]
+    guard_plan = plan(to_conversation(messages))
+    assert guard_plan.request is not None and guard_plan.request.text == "hi"
+    assert from_conversation(guard_plan.conversation)[0].blocks[1] is marker
 
 
 def test_dropped_blocks_are_removed_from_what_is_forwarded(png_bytes):
