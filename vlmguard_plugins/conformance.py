@@ -182,6 +182,34 @@ def conformance_cases() -> list[ConformanceCase]:
             seen_images=[GREEN],
         ),
         _case(
+            "image_in_tool_result",
+            [
+                {"role": "user", "content": "Find the product photo and tell me how to use it."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "fetch_photo", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {
+                    "role": "tool",
+                    "tool_call_id": "call_1",
+                    "content": [text("Photo of the product."), image(BLUE)],
+                },
+            ],
+            "rewritten",
+            seen_texts=[
+                "Find the product photo and tell me how to use it.",
+                "Photo of the product.",
+            ],
+            seen_images=[BLUE],
+        ),
+        _case(
             "responses_style_parts",
             [
                 {

@@ -39,7 +39,13 @@ from vlmguard_plugins.conformance import (
 )
 from vlmguard_plugins.testing import ScriptedBackend
 
-ROLES = {"system": "system", "developer": "developer", "user": "user", "assistant": "assistant"}
+ROLES = {
+    "system": "system",
+    "developer": "developer",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
 
 
 def block_of(part: Any) -> Any:
@@ -72,9 +78,14 @@ def chat_messages(case: ConformanceCase) -> list[ChatMessage]:
     messages = []
     for message in case.messages:
         content = message["content"]
-        parts = [content] if isinstance(content, str) else content
+        parts = [content] if isinstance(content, str) else content or []
+        extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if k in message}
         messages.append(
-            ChatMessage(role=ROLES[message["role"]], blocks=[block_of(p) for p in parts])
+            ChatMessage(
+                role=ROLES[message["role"]],
+                blocks=[block_of(p) for p in parts],
+                additional_kwargs=extra,
+            )
         )
     return messages
 
