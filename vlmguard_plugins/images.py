@@ -324,7 +324,10 @@ def _open_local(
     if not allow_local_files:
         raise URLPolicyError(
             f"refused image source {str(path)!r}: local file paths are not accepted from "
-            "this input (enable allow_local_files to read images from disk)"
+            "this input, since message content must not make the guard read local files; "
+            "send the image as base64 data or a data: URL (code you control can pass a path "
+            "with RewriteRequest(allow_local_files=True), or allow_local_files=True on the "
+            "LlamaIndex adapters)"
         )
     return _open_path(path, limits, label(repr(str(path))))
 
