@@ -23,8 +23,10 @@ it came.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -60,8 +62,61 @@ ASSISTANT_STRUCTURE_KINDS = frozenset(
     }
 )
 """Parts of an assistant turn that are the model's own bookkeeping (tool calls it made,
-its reasoning, a refusal), not content a user supplied: they pass unread, as the
-message's ``tool_calls`` field does."""
+its reasoning, a refusal): they are forwarded, and since chat templates render them as
+text, whatever text they carry is read as history (see :func:`structure_text`)."""
+
+_STRUCTURE_TEXT_FIELDS = ("text", "refusal", "thinking", "reasoning", "summary", "content")
+_STRUCTURE_ARGUMENT_FIELDS = ("args", "arguments", "input", "tool_kwargs")
+
+
+def structure_text(part: OtherPart) -> str:
+    """The text an assistant bookkeeping part carries (reasoning, a refusal, tool arguments).
+
+    Read from the part's own object, a dict or a framework block, by the field names
+    the formats use; a client can write any of them, and a template renders them.
+    """
+    raw = part.raw
+    values: list[str] = []
+    for name in (*_STRUCTURE_TEXT_FIELDS, *_STRUCTURE_ARGUMENT_FIELDS):
+        value = raw.get(name) if isinstance(raw, Mapping) else getattr(raw, name, None)
+        if isinstance(value, str):
+            values.append(value)
+        elif isinstance(value, (Mapping, list)) and name in _STRUCTURE_ARGUMENT_FIELDS:
+            values.append(json.dumps(value, ensure_ascii=False, default=str))
+        elif isinstance(value, list):  # summaries and content as lists of text items
+            values.extend(_texts_of(value))
+    return "\n".join(value for value in values if value)
+
+
+_MESSAGE_FIELDS = ("tool_calls", "function_call", "reasoning_content", "refusal")
+
+
+def message_fields_text(message: Any) -> str:
+    """Text an assistant message carries outside its content (tool calls, reasoning).
+
+    Chat templates render these fields; a client that writes the conversation can put
+    anything in them, so the rewriter reads them as history.
+    """
+    values: list[str] = []
+    for name in _MESSAGE_FIELDS:
+        value = message.get(name) if isinstance(message, Mapping) else getattr(message, name, None)
+        if isinstance(value, str) and value:
+            values.append(value)
+        elif value:
+            values.append(json.dumps(value, ensure_ascii=False, default=str))
+    return "\n".join(values)
+
+
+def _texts_of(items: list[Any]) -> list[str]:
+    texts = []
+    for item in items:
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, Mapping) and isinstance(item.get("text"), str):
+            texts.append(item["text"])
+        elif isinstance(getattr(item, "text", None), str):
+            texts.append(item.text)
+    return texts
 
 
 @dataclass(frozen=True)
@@ -166,6 +221,10 @@ def plan(
         # System text is the application's own; tool output is data the model will read
         # (and a route for injected instructions), so the rewriter reads it as history.
         text = turn.text if turn.role != "system" else ""
+        if turn.role == "assistant":
+            carried = [structure_text(part) for part in turn.others]
+            carried.append(message_fields_text(turn.raw))
+            text = "\n".join(value for value in (text, *carried) if value)
         images = [part.source for part in turn.images]
         if not text.strip() and not images:
             continue
@@ -250,5 +309,7 @@ __all__ = [
     "apply_result",
     "check_coverage",
     "plan",
+    "message_fields_text",
+    "structure_text",
     "write_back",
 ]

@@ -34,12 +34,13 @@ _ROLES: dict[str, Role] = {
 
 
 def role_of(name: Any) -> Role:
-    """The guard's role for a message role name.
+    """The guard's role for a message role name, spelt exactly.
 
-    An unknown role counts as ``user``: its text is then read by the rewriter rather
-    than passed unread.
+    An unknown role (``System`` included: the name is forwarded as spelt, and a chat
+    template renders it verbatim) counts as ``user``: its text is then read by the
+    rewriter rather than passed unread.
     """
-    return _ROLES.get(str(name).lower(), "user") if name is not None else "user"
+    return _ROLES.get(name, "user") if isinstance(name, str) else "user"
 
 
 def part_from_openai(part: Any) -> Part:
@@ -51,16 +52,36 @@ def part_from_openai(part: Any) -> Part:
     kind = part.get("type")
     if kind in TEXT_TYPES:
         text = part.get("text")
-        if isinstance(text, str):
-            return TextPart(text, raw=part)
-        return OtherPart(f"{kind} without a text string", raw=part)
+        if not isinstance(text, str):
+            return OtherPart(f"{kind} without a text string", raw=part)
+        if _SOURCE_KEYS.intersection(part):
+            # A lenient server might read the extra field as content of its own.
+            return OtherPart(f"{kind} carrying {sorted(_SOURCE_KEYS.intersection(part))}", raw=part)
+        return TextPart(text, raw=part)
     if kind in IMAGE_TYPES:
         return _image_part(part)
     return OtherPart(str(kind) if kind is not None else "part without a type", raw=part)
 
 
+_SOURCE_KEYS = frozenset(
+    {"image_url", "image", "url", "data", "base64", "file", "file_id", "input_audio", "video_url"}
+)
+"""Fields that carry content of their own: a part holds exactly one source."""
+
+
 def _image_part(part: Mapping[str, Any]) -> ImagePart:
+    extra = (_SOURCE_KEYS - {"image_url", "file_id"}).intersection(part)
+    if extra:
+        return ImagePart(
+            None, raw=part, problem=f"an image part with extra sources {sorted(extra)}"
+        )
+    if "uuid" in part:
+        # Some servers (vLLM) reuse a cached image by a client-chosen id instead of the
+        # data sent: the model could see a different image than the guard.
+        return ImagePart(None, raw=part, problem="an image part with a client-chosen uuid")
     inner = part.get("image_url")
+    if isinstance(inner, Mapping) and (_SOURCE_KEYS - {"url"}).intersection(inner):
+        return ImagePart(None, raw=part, problem="an image_url with more than one source")
     url = inner.get("url") if isinstance(inner, Mapping) else inner
     if isinstance(url, str) and url.strip():
         return ImagePart(url, raw=part)
