@@ -1,4 +1,4 @@
-"""Enables the vlmguard rail: NeMo Guardrails calls init(app) when it loads this folder."""
+"""Enables the vlmguard rails: NeMo Guardrails calls init(app) when it loads this folder."""
 
 from nemoguardrails_vlmguard import register
 

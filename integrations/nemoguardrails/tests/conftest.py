@@ -35,6 +35,9 @@ rails:
   input:
     flows:
       - vlmguard rewrite input
+  tool_input:
+    flows:
+      - vlmguard check tool input
 custom_data:
   vlmguard:
 {settings}

@@ -418,6 +418,9 @@ rails:
     flows:
       - length check input
       - vlmguard rewrite input
+  tool_input:
+    flows:
+      - vlmguard check tool input
 """
     rails_co = """\
 define subflow length check input

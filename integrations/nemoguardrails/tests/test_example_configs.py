@@ -33,6 +33,7 @@ def test_the_examples_configure_the_rail_as_documented():
     colang2 = yaml.safe_load((EXAMPLES / "config_colang2" / "config.yml").read_text())
 
     assert colang1["rails"]["input"]["flows"] == ["vlmguard rewrite input"]
+    assert colang1["rails"]["tool_input"]["flows"] == ["vlmguard check tool input"]
     assert colang1["passthrough"] is True
     assert colang1["import_paths"] == ["nemoguardrails_vlmguard"]
     assert colang2["colang_version"] == "2.x"
@@ -62,6 +63,28 @@ async def test_example_guards_a_multimodal_message(
 
     assert reply["content"] == "Here is a careful answer."
     assert llm.last_user_content == [{"type": "text", "text": rewrite_text}, knife_part]
+
+
+async def test_the_colang1_example_guards_a_tool_result_with_an_image(
+    tmp_path, make_app, knife_part, rewriter_output, rewrite_text
+):
+    settings = {"backend": "scripted", "backend_options": {"outputs": [rewriter_output()]}}
+    app, llm = make_app(copy_with_rewriter("config", tmp_path, settings))
+    call = {"id": "call_1", "type": "function", "function": {"name": "photo", "arguments": "{}"}}
+    tool_content = [{"type": "text", "text": "The product photo."}, knife_part]
+
+    reply = await app.generate_async(
+        messages=[
+            {"role": "user", "content": "Fetch the product photo and tell me how to use it."},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": tool_content},
+        ]
+    )
+
+    assert reply["content"] == "Here is a careful answer."
+    (rewrite,) = get_rail(app).rewriter.backend.calls
+    assert len(rewrite.images) == 1  # the tool's image
+    assert [m["content"] for m in llm.last_messages] == [rewrite_text, None, tool_content]
 
 
 async def test_example_end_to_end_with_the_tiny_model(

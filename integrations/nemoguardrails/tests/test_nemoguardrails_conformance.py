@@ -2,8 +2,11 @@
 
 Colang 1.0 with ``passthrough: true``, the mode the docs recommend for a
 vision-language model: NeMo then sends the main model the whole conversation as the
-caller sent it (system messages and earlier turns with their images), with the last
-user message replaced by the rail's result.  Every assertion is about what the
+caller sent it (system messages, earlier turns and tool results with their images),
+with the last user message replaced by the rails' result.  Both rails are enabled, as
+``register(app)`` requires: ``vlmguard rewrite input`` for a conversation that ends
+with the user's message, ``vlmguard check tool input`` for one that ends in tool
+results (NeMo runs no input rail for it).  Every assertion is about what the
 recording main LLM really received.
 """
 
@@ -93,6 +96,13 @@ async def test_conformance(case: ConformanceCase, write_config, make_app) -> Non
     # Every image of the conversation reaches the main model, in order.
     sent_images = texts_and_images(case.messages)[1]
     assert [image_digest(i) for i in images] == [image_digest(i) for i in sent_images]
+    # Only the user's request changes: every other message (earlier turns, system
+    # messages, tool results) reaches the main model as it was sent.
+    request = max(i for i, m in enumerate(case.messages) if m["role"] == "user")
+    assert [m["role"] for m in received] == [m["role"] for m in case.messages]
+    for index, (got, sent) in enumerate(zip(received, case.messages, strict=True)):
+        if index != request:
+            assert got["content"] == sent["content"]
 
 
 def test_the_table_covers_refusals_and_earlier_turns() -> None:
