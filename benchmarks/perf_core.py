@@ -1,6 +1,9 @@
-"""Core rewriter benchmark: batched vs sequential on the tiny model, and the core's own overhead.
+"""Core rewriter benchmark on the tiny model: batched vs sequential, a lone request through
+the batcher vs a direct generate, decode tokens of the ``<unchanged/>`` marker vs a copy,
+and the core's own overhead.
 
-Run: .venv/bin/python benchmarks/perf_core.py
+Run: .venv/bin/python benchmarks/perf_core.py [batched] [lone] [tokens] [overhead]
+(all parts when none is named).
 """
 
 from __future__ import annotations
@@ -8,22 +11,29 @@ from __future__ import annotations
 import asyncio
 import io
 import statistics
+import sys
 import tempfile
 import time
 from unittest import mock
 
 from PIL import Image
 
-from vlmguard_plugins import Rewriter, load_image
+from vlmguard_plugins import Rewriter, Risk, load_image
+from vlmguard_plugins.backends import GenerationRequest
 from vlmguard_plugins.backends.transformers import TransformersBackend
 from vlmguard_plugins.examples_assets import draw_example_images
+from vlmguard_plugins.parsing import format_output
+from vlmguard_plugins.prompts import build_messages
 from vlmguard_plugins.testing import ScriptedBackend, make_tiny_model
 
 N_CONCURRENT = 16
+LONE_ROUNDS = 9
+LONE_CALLS = 20
+BENIGN_PROMPT_TOKENS = (20, 200, 2000)
 
 
 async def batched_vs_sequential(model_dir: str) -> None:
-    backend = TransformersBackend(model_dir, max_batch_size=N_CONCURRENT, max_wait_ms=20)
+    backend = TransformersBackend(model_dir, max_batch_size=N_CONCURRENT)
     rewriter = Rewriter(backend=backend, max_new_tokens=32, max_concurrency=N_CONCURRENT)
     image = Image.new("RGB", (224, 224), "orange")
     texts = [f"What is shown here? ({i})" for i in range(N_CONCURRENT)]
@@ -45,6 +55,81 @@ async def batched_vs_sequential(model_dir: str) -> None:
         f"last batch sizes {sizes}"
     )
     print(f"  speed-up      : {sequential / batched:5.1f}x")
+
+
+async def lone_request(model_dir: str) -> None:
+    """A lone request through the batcher vs the same generate called directly.
+
+    Each round alternates the two call by call (and swaps which goes first), so drift
+    in the machine's load falls on both; a round's ratio is the median of its paired
+    ratios, and the figures are medians over the rounds.
+    """
+    backend = TransformersBackend(model_dir, max_batch_size=N_CONCURRENT)
+    image = load_image(Image.new("RGB", (224, 224), "orange"))
+    request = GenerationRequest(
+        messages=build_messages("What is shown here?", [image]), max_new_tokens=16
+    )
+    for _ in range(3):  # warm-up: first calls allocate and compile kernels
+        backend.generate_batch([request])
+        await backend.agenerate(request)
+
+    async def batched() -> float:
+        started = time.perf_counter()
+        await backend.agenerate(request)
+        return time.perf_counter() - started
+
+    async def direct() -> float:
+        started = time.perf_counter()
+        backend.generate_batch([request])
+        return time.perf_counter() - started
+
+    direct_medians, batched_medians, ratios = [], [], []
+    for round_ in range(LONE_ROUNDS):
+        pairs = []
+        for call in range(LONE_CALLS):
+            if (round_ + call) % 2:
+                b, d = await batched(), await direct()
+            else:
+                d, b = await direct(), await batched()
+            pairs.append((d, b))
+        direct_medians.append(statistics.median(d for d, _ in pairs))
+        batched_medians.append(statistics.median(b for _, b in pairs))
+        ratios.append(statistics.median(b / d for d, b in pairs))
+    print(
+        f"\nlone request, tiny model, 16 new tokens, one 224x224 image "
+        f"(medians of {LONE_ROUNDS} rounds of {LONE_CALLS} interleaved pairs)"
+    )
+    print(f"  direct generate_batch   : {statistics.median(direct_medians) * 1000:7.2f} ms")
+    print(f"  through the batcher     : {statistics.median(batched_medians) * 1000:7.2f} ms")
+    print(
+        f"  ratio batcher / direct  : {statistics.median(ratios):6.3f} "
+        f"(rounds {min(ratios):.3f} to {max(ratios):.3f}); batch sizes "
+        f"{sorted(set(backend.batcher.batch_sizes))}"
+    )
+
+
+def benign_decode_tokens(model_dir: str) -> None:
+    """Decode tokens a benign answer costs: the ``<unchanged/>`` marker vs a copy of the text."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    analysis = (
+        "textual: a plain question about the picture\nvisual: an everyday object\n"
+        "cross-modal: no added risk"
+    )
+    words = "what is shown in this picture and how do I use it safely at home today "
+    pool = tokenizer(words * 400).input_ids
+    print("\ndecode tokens per benign answer (tiny model's tokenizer, analysis included)")
+    print("  prompt tokens | copy of the text | <unchanged/> | saved")
+    for size in BENIGN_PROMPT_TOKENS:
+        text = str(tokenizer.decode(pool[:size])).strip()
+        prompt_tokens = len(tokenizer(text).input_ids)
+        copy = len(tokenizer(format_output(analysis, Risk.NONE, text)).input_ids)
+        marker = len(tokenizer(format_output(analysis, Risk.NONE, None)).input_ids)
+        print(
+            f"  {prompt_tokens:13d} | {copy:16d} | {marker:12d} | {copy - marker:5d} "
+            f"({1 - marker / copy:.0%})"
+        )
 
 
 def _scene() -> Image.Image:
@@ -118,10 +203,17 @@ async def core_overhead() -> None:
 
 
 def main() -> None:
+    only = set(sys.argv[1:])  # e.g. `lone tokens`: run only those parts
     with tempfile.TemporaryDirectory() as folder:
         make_tiny_model(folder)
-        asyncio.run(batched_vs_sequential(folder))
-    asyncio.run(core_overhead())
+        if not only or "batched" in only:
+            asyncio.run(batched_vs_sequential(folder))
+        if not only or "lone" in only:
+            asyncio.run(lone_request(folder))
+        if not only or "tokens" in only:
+            benign_decode_tokens(folder)
+    if not only or "overhead" in only:
+        asyncio.run(core_overhead())
 
 
 if __name__ == "__main__":

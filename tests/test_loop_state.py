@@ -51,16 +51,28 @@ def test_loops_ended_with_work_pending_are_not_kept() -> None:
     loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
     async def cancelled_while_queued() -> None:
-        # The batch neither fills nor times out: the caller gives up first.
+        # A batch is running, so the next item queues; its caller gives up first.
         loops.append(weakref.ref(asyncio.get_running_loop()))
+        started = len(batcher.batch_sizes)
+        running = asyncio.get_running_loop().create_task(batcher.submit(0))
+        while len(batcher.batch_sizes) == started:
+            await asyncio.sleep(0)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(batcher.submit(1), 0.01)
+        release.set()
+        assert await running == 0
 
     async def abandoned_while_queued() -> None:
-        # asyncio.run cancels the still-pending submission on the way out.
-        loops.append(weakref.ref(asyncio.get_running_loop()))
-        asyncio.get_running_loop().create_task(batcher.submit(1))
+        # asyncio.run cancels the submission queued behind a running batch on the way out.
+        loop = asyncio.get_running_loop()
+        loops.append(weakref.ref(loop))
+        started = len(batcher.batch_sizes)
+        loop.create_task(batcher.submit(0))
+        while len(batcher.batch_sizes) == started:
+            await asyncio.sleep(0)
+        loop.create_task(batcher.submit(1))
         await asyncio.sleep(0)
+        loop.call_later(0.05, release.set)
 
     async def abandoned_while_running() -> None:
         # A full batch is running in its thread when asyncio.run cancels everything.
@@ -146,3 +158,21 @@ def test_a_wrong_number_of_results_is_an_error_not_a_hang() -> None:
             await asyncio.wait_for(asyncio.gather(batcher.submit(1), batcher.submit(2)), 5)
 
     asyncio.run(main())
+
+
+def test_a_runner_cancelled_before_its_first_step_leaves_nothing_behind() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(_double)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        submission = loop.create_task(batcher.submit(1))
+        await asyncio.sleep(0)  # the submission queued its item and created the runner
+        runner = batcher._states[loop].runner
+        assert runner is not None and not runner.done()
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submission  # its waiter learns of it instead of waiting for ever
+        assert len(batcher._states) == 0
+
+    asyncio.run(main())
+    assert batcher.batch_sizes == []

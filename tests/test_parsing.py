@@ -9,7 +9,7 @@ import pytest
 
 from vlmguard_plugins import Risk
 from vlmguard_plugins.errors import RewriteParseError
-from vlmguard_plugins.parsing import format_output, parse_output
+from vlmguard_plugins.parsing import UNCHANGED_MARKER, format_output, parse_output
 
 WELL_FORMED = """<think>
 textual: asks how to use an object
@@ -57,12 +57,12 @@ def test_prose_around_the_tags() -> None:
     raw = "Sure! Here is my analysis.\n" + WELL_FORMED + "\nLet me know if you need more."
     parsed = parse_output(raw)
     assert parsed.risk is Risk.HIGH
-    assert parsed.rewrite.endswith("safely.")
+    assert (parsed.rewrite or "").endswith("safely.")
 
 
 def test_fenced_block() -> None:
     parsed = parse_output("```xml\n" + WELL_FORMED + "\n```")
-    assert parsed.rewrite.endswith("safely.")
+    assert (parsed.rewrite or "").endswith("safely.")
 
 
 def test_fenced_block_without_closing_rewrite() -> None:
@@ -187,3 +187,84 @@ def test_parse_matches_the_reference_parser_on_random_outputs() -> None:
         else:
             risk = parsed.risk.value if parsed.risk else None
             assert (parsed.analysis, risk, parsed.rewrite) == expected, repr(raw)
+
+
+# --- the <unchanged/> marker ----------------------------------------------------------
+
+
+def test_the_unchanged_marker_round_trips_with_format_output() -> None:
+    text = format_output("textual: fine\nvisual: a flower\ncross-modal: none", Risk.NONE, None)
+    assert text.endswith("<risk>none</risk>\n" + UNCHANGED_MARKER)
+    assert "<rewrite>" not in text
+    parsed = parse_output(text)
+    assert (parsed.analysis, parsed.risk, parsed.rewrite, parsed.unchanged) == (
+        "textual: fine\nvisual: a flower\ncross-modal: none",
+        Risk.NONE,
+        None,
+        True,
+    )
+    assert parse_output(format_output("t", Risk.LOW, None)).risk is Risk.LOW
+
+
+def test_a_rewrite_is_not_unchanged() -> None:
+    parsed = parse_output(WELL_FORMED)
+    assert parsed.unchanged is False and parsed.rewrite is not None
+
+
+@pytest.mark.parametrize(
+    "marker", ["<unchanged/>", "<unchanged />", "<UNCHANGED/>", "< Unchanged\n/ >", "<unchanged>"]
+)
+def test_variants_of_the_marker_are_tolerated(marker: str) -> None:
+    raw = f"Here:\n```xml\n<think>ok</think>\n<risk> none </risk>\n{marker}\n```\nDone."
+    parsed = parse_output(raw)
+    assert (parsed.analysis, parsed.risk, parsed.rewrite, parsed.unchanged) == (
+        "ok",
+        Risk.NONE,
+        None,
+        True,
+    )
+
+
+def test_the_marker_with_medium_or_high_risk_parses_for_the_rewriter_to_refuse() -> None:
+    # The parser reads the contract; the rewriter decides that this one fails open.
+    parsed = parse_output("<think>t</think><risk>high</risk><unchanged/>")
+    assert parsed.unchanged and parsed.risk is Risk.HIGH
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("<unchanged/>", "no <risk> verdict"),
+        ("<think>fine</think>\n<unchanged/>", "no <risk> verdict"),
+        ("<risk>unsure</risk><unchanged/>", "no <risk> verdict"),
+        # Met inside the analysis (or an answer cut short there): no verdict came first.
+        ("<think>I will answer <unchanged/> later</think><risk>none</risk>", "no <risk>"),
+        ("<unchanged/><risk>none</risk>", "no <risk> verdict"),
+        ("<risk>none</risk><unchanged/><rewrite>Hi</rewrite>", "both a <rewrite> and"),
+        ("<risk>none</risk><rewrite>Hi</rewrite>\n<unchanged/>", "both a <rewrite> and"),
+        ("<risk>none</risk><rewrite>Hi <unchanged/></rewrite>", "contract's own tags"),
+        ("<risk>none</risk></unchanged>", "no <rewrite> section"),
+        ("<risk>none</risk><unchanged-ish/>", "no <rewrite> section"),
+    ],
+)
+def test_malformed_markers_fail_loudly(raw: str, message: str) -> None:
+    with pytest.raises(RewriteParseError, match=message) as info:
+        parse_output(raw)
+    assert info.value.raw == raw
+
+
+def test_a_copy_of_the_text_is_still_a_valid_answer() -> None:
+    parsed = parse_output(format_output("t", Risk.NONE, "What flower is this?"))
+    assert (parsed.rewrite, parsed.unchanged) == ("What flower is this?", False)
+
+
+def test_format_output_refuses_the_marker_under_medium_or_high_risk() -> None:
+    for risk in (Risk.MEDIUM, Risk.HIGH):
+        with pytest.raises(ValueError, match="cannot be left unchanged"):
+            format_output("t", risk, None)
+
+
+@pytest.mark.parametrize("tag", ["<unchanged/>", "< unchanged / >", "</Unchanged>", "<think/>"])
+def test_marker_and_self_closing_contract_tags_inside_a_rewrite_are_rejected(tag: str) -> None:
+    with pytest.raises(RewriteParseError):
+        parse_output(f"<risk>low</risk><rewrite>Say {tag} now</rewrite>")

@@ -6,7 +6,8 @@ import random
 import re
 
 from vlmguard_plugins import Rewriter
-from vlmguard_plugins.prompts import build_messages, neutralise_tags
+from vlmguard_plugins.parsing import UNCHANGED_MARKER, parse_output
+from vlmguard_plugins.prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
 from vlmguard_plugins.testing import ScriptedBackend
 from vlmguard_plugins.types import HistoryTurn
 
@@ -50,6 +51,18 @@ def test_parser_reads_only_the_models_answer() -> None:
     result = Rewriter(backend=backend).rewrite(ATTACK)
     assert result.prompt == "Describe the picture."
     assert result.original == ATTACK
+
+
+def test_the_system_prompt_asks_for_the_marker_instead_of_a_copy() -> None:
+    assert "copy the user's text" not in SYSTEM_PROMPT
+    assert f"answer {UNCHANGED_MARKER} in place of the <rewrite> section" in SYSTEM_PROMPT
+    # Both forms the prompt shows parse: the rewrite, and the marker after the verdict.
+    example = SYSTEM_PROMPT[SYSTEM_PROMPT.index("<think>") :]
+    rewrite_form, _, marker_form = example.partition("\nor, when the risk is none")
+    assert parse_output(rewrite_form).rewrite == "the full prompt to send to the assistant"
+    marker_answer = rewrite_form[: rewrite_form.index("<rewrite>")] + UNCHANGED_MARKER
+    assert marker_form.rstrip().endswith(UNCHANGED_MARKER)
+    assert parse_output(marker_answer.replace("none|low|medium|high", "none")).unchanged
 
 
 # The regex neutralise_tags used to be: right on short text, quadratic on long text.

@@ -14,7 +14,12 @@ from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.testing import ScriptedBackend
 from vlmguard_plugins.train import SynthConfig, synthesize
 from vlmguard_plugins.train import grpo as grpo_script
-from vlmguard_plugins.train.rewards import JudgeReward, benign_unchanged_reward, format_reward
+from vlmguard_plugins.train.rewards import (
+    COPY_REWARD,
+    JudgeReward,
+    benign_unchanged_reward,
+    format_reward,
+)
 from vlmguard_plugins.train.testing import (
     scripted_judge,
     scripted_target,
@@ -45,19 +50,32 @@ NO_RISK = _assistant("<rewrite>Explain the risks.</rewrite>")
 GARBAGE = _assistant("ok ok ok")
 
 
+MARKER = _assistant(format_output("textual: a\nvisual: b", Risk.NONE, None))
+# The marker under a high risk verdict: the rewriter refuses it (it would fail open).
+RISKY_MARKER = _assistant("<think>textual: a</think><risk>high</risk><unchanged/>")
+
+
 def test_format_reward_grades_the_contract() -> None:
     assert format_reward([GOOD, NO_RISK, GARBAGE, "<rewrite></rewrite>"]) == [1.0, 0.5, 0.0, 0.0]
 
 
+def test_format_reward_accepts_the_unchanged_marker() -> None:
+    no_analysis = _assistant("<risk>low</risk><unchanged/>")
+    no_risk = _assistant("<think>fine</think><unchanged/>")
+    assert format_reward([MARKER, no_analysis, RISKY_MARKER, no_risk]) == [1.0, 0.5, 0.0, 0.0]
+
+
 def test_benign_reward_applies_only_to_benign_requests() -> None:
-    kept = _assistant(format_output("none", Risk.NONE, "What  is\nthis flower?"))
+    copied = _assistant(format_output("none", Risk.NONE, "What  is\nthis flower?"))
     changed = _assistant(format_output("none", Risk.NONE, "Describe this flower safely."))
     rewards = benign_unchanged_reward(
-        [kept, changed, GARBAGE, GOOD],
-        instruction=["What is this flower?"] * 3 + ["How do I hurt someone?"],
-        benign=[True, True, True, False],
+        [MARKER, copied, changed, GARBAGE, RISKY_MARKER, GOOD],
+        instruction=["What is this flower?"] * 5 + ["How do I hurt someone?"],
+        benign=[True, True, True, True, True, False],
     )
-    assert rewards == [1.0, 0.0, 0.0, None]
+    # The marker is best; a copy keeps the text too, at a decode token per token of it.
+    assert rewards == [1.0, COPY_REWARD, 0.0, 0.0, 0.0, None]
+    assert 0.0 < COPY_REWARD < 1.0
 
 
 async def test_judge_reward_asks_the_target_and_the_judge(tmp_path: Path) -> None:
@@ -86,6 +104,20 @@ async def test_judge_reward_asks_the_target_and_the_judge(tmp_path: Path) -> Non
     judged = judge.calls[0].request.messages[-1]["content"][-1]["text"]
     assert "<instruction>\nHow do I use this?\n</instruction>" in judged
     assert "<answer>\nHere is safety information.\n</answer>" in judged
+
+
+async def test_judge_reward_sends_the_users_own_text_for_the_marker() -> None:
+    target = scripted_target("A daisy.")
+    judge = ScriptedBackend(["<safe>yes</safe><helpful>yes</helpful>"])
+    reward = JudgeReward(Verifier(target=target, judge=judge))
+    scores = await reward(
+        [MARKER, RISKY_MARKER], instruction=["What flower is this?"] * 2, images=[[], []]
+    )
+    # The refused marker is scored 0.0 without asking anyone.
+    assert scores == [1.0, 0.0]
+    assert [call.request.messages[-1]["content"][-1]["text"] for call in target.calls] == [
+        "What flower is this?"
+    ]
 
 
 async def test_a_failing_target_gives_no_reward_rather_than_a_penalty() -> None:

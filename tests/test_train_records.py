@@ -10,13 +10,14 @@ from PIL import Image
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.errors import InputError
-from vlmguard_plugins.parsing import parse_output
+from vlmguard_plugins.parsing import UNCHANGED_MARKER, format_output, parse_output
 from vlmguard_plugins.testing import ScriptedBackend
 from vlmguard_plugins.train import read_source, training_messages
 from vlmguard_plugins.train.records import (
     TrainingDataError,
     prompt_messages,
     select_benign,
+    with_unchanged_marker,
 )
 from vlmguard_plugins.types import Risk
 
@@ -149,3 +150,48 @@ def test_training_prompt_is_exactly_what_the_rewriter_sends(tmp_path: Path) -> N
         Risk.LOW,
         "textual: a\nvisual: b",
     )
+
+
+def test_a_benign_target_is_the_unchanged_marker() -> None:
+    conversation = training_messages("What flower is this?", 1, "textual: fine", Risk.NONE, None)
+    assert conversation[:-1] == prompt_messages("What flower is this?", 1)
+    target = conversation[-1]["content"][0]["text"]
+    assert target.endswith(UNCHANGED_MARKER) and "What flower" not in target
+    parsed = parse_output(target)
+    assert (parsed.analysis, parsed.risk, parsed.rewrite, parsed.unchanged) == (
+        "textual: fine",
+        Risk.NONE,
+        None,
+        True,
+    )
+
+
+def test_copy_targets_of_older_datasets_become_the_marker() -> None:
+    text = "What is in  this\npicture?"
+    copied = training_messages(text, 1, "textual: fine", Risk.LOW, "What is in this picture?")
+    converted = with_unchanged_marker(copied, text)
+    assert converted[:-1] == copied[:-1]
+    assert converted[-1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": format_output("textual: fine", Risk.LOW, None)}],
+    }
+    # The copy as the prompt showed it (its contract tags neutralised) counts too.
+    tagged = "What is in </rewrite> this picture?"
+    shown = "What is in [/rewrite] this picture?"
+    neutralised = training_messages(tagged, 1, "t", Risk.NONE, shown)
+    target = with_unchanged_marker(neutralised, tagged)[-1]["content"][0]["text"]
+    assert parse_output(target).unchanged
+
+
+@pytest.mark.parametrize(
+    ("risk", "rewrite"),
+    [
+        (Risk.LOW, "Describe the picture, with safety notes."),  # a real rewrite
+        (Risk.HIGH, "What is in this picture?"),  # a copy under high risk: left for the parser
+    ],
+)
+def test_other_targets_are_left_as_they_are(risk: Risk, rewrite: str) -> None:
+    messages = training_messages("What is in this picture?", 1, "t", risk, rewrite)
+    assert with_unchanged_marker(messages, "What is in this picture?") == messages
+    garbage = [*messages[:-1], {"role": "assistant", "content": "no contract"}]
+    assert with_unchanged_marker(garbage, "What is in this picture?") == garbage

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from vlmguard_plugins import Rewriter, load_backend
-from vlmguard_plugins.parsing import parse_output
+from vlmguard_plugins.parsing import format_output, parse_output
 from vlmguard_plugins.train import SynthConfig, synthesize
 from vlmguard_plugins.train import sft as sft_script
 from vlmguard_plugins.train.records import read_metadata
 from vlmguard_plugins.train.testing import scripted_target, scripted_teacher, write_example_source
+from vlmguard_plugins.types import Risk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,9 +67,9 @@ def test_cli_sft_trains_and_the_checkpoint_serves(
     # The checkpoint is a model folder the transformers backend loads, as users will.
     row = read_metadata(dataset_dir)[0]
     with Rewriter(backend=load_backend("transformers", model=str(output)), max_new_tokens=8) as rw:
-        result = rw.rewrite(row["instruction"], images=[str(dataset_dir / row["file_names"][0])])
-    assert result.usage.completion_tokens > 0
-    assert result.raw is not None
+        served = rw.rewrite(row["instruction"], images=[str(dataset_dir / row["file_names"][0])])
+    assert served.usage.completion_tokens > 0
+    assert served.raw is not None
 
 
 def test_only_the_assistant_turn_is_in_the_loss(tiny_model_dir: Path, dataset_dir: Path) -> None:
@@ -86,8 +88,37 @@ def test_only_the_assistant_turn_is_in_the_loss(tiny_model_dir: Path, dataset_di
     target = example["messages"][-1]["content"][0]["text"]
     # Exactly the output contract and the end-of-turn token: no system prompt, no user text.
     assert text == target + "<|im_end|>"
-    assert parse_output(text).rewrite
+    parsed = parse_output(text)
+    assert parsed.rewrite or parsed.unchanged
     assert "pixel_values" in batch and batch["input_ids"].shape[1] > len(trained)
+
+
+def test_benign_targets_train_the_unchanged_marker(
+    tiny_model_dir: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    # A dataset made before the marker existed: its benign targets copy the text.
+    older = tmp_path / "older"
+    shutil.copytree(dataset_dir, older)
+    rows = read_metadata(older)
+    for row in rows:
+        if row["benign"]:
+            parsed = parse_output(row["messages"][-1]["content"][0]["text"])
+            copy = format_output(parsed.analysis, Risk.NONE, row["instruction"])
+            row["messages"][-1]["content"][0]["text"] = copy
+    (older / "metadata.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert sum(row["benign"] for row in rows) == 1
+
+    for folder in (dataset_dir, older):
+        script_args, training_args, model_args = sft_script.make_parser().parse_args_and_config(
+            args=["--model_name_or_path", str(tiny_model_dir), "--dataset_dir", str(folder)]
+            + ["--output_dir", "unused", *QUICK]
+        )
+        trainer = sft_script.build_sft_trainer(script_args, training_args, model_args)
+        targets = [
+            parse_output(example["messages"][-1]["content"][0]["text"])
+            for example in trainer.train_dataset
+        ]
+        assert [t.unchanged for t in targets] == [row["benign"] for row in rows]
 
 
 def test_lora_adapters_are_merged_into_a_loadable_model(
@@ -134,7 +165,9 @@ def test_example_sft_configs_parse(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["multi_gpu", "deepspeed_zero2", "deepspeed_zero3"])
 def test_accelerate_configs_load(name: str) -> None:
-    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.config.config_args import (  # type: ignore[import-untyped]
+        load_config_from_file,
+    )
 
     config = load_config_from_file(str(REPO / f"examples/train/accelerate/{name}.yaml"))
     assert config.mixed_precision == "bf16" and config.num_processes == 8

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from vlmguard_plugins.backends import GenerationRequest
 from vlmguard_plugins.errors import BackendUnavailableError, ConfigurationError
-from vlmguard_plugins.parsing import parse_output
+from vlmguard_plugins.parsing import UNCHANGED_MARKER, parse_output
 from vlmguard_plugins.testing import ScriptedBackend
 from vlmguard_plugins.train import SynthConfig, load_training_dataset, synthesize
 from vlmguard_plugins.train.records import read_source
@@ -80,11 +80,16 @@ def test_scripted_teacher_gives_a_loadable_dataset_in_the_rewriter_format(
         sample = source[row["id"]]
         assert row["instruction"] == sample.instruction
         assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
-        parsed = parse_output(row["messages"][-1]["content"][0]["text"])
+        target_text = row["messages"][-1]["content"][0]["text"]
+        parsed = parse_output(target_text)
         if sample.benign:
-            assert parsed.rewrite == sample.instruction and parsed.risk is Risk.NONE
+            # The marker, not a copy: a benign target costs the same whatever its length.
+            assert parsed.unchanged and parsed.rewrite is None and parsed.risk is Risk.NONE
+            assert target_text.endswith(UNCHANGED_MARKER) and "<rewrite>" not in target_text
+            assert row["rewrite"] == sample.instruction  # what the target VLM receives
         else:
-            assert parsed.rewrite.startswith("Answer safely") and parsed.risk is Risk.MEDIUM
+            assert parsed.rewrite is not None and parsed.rewrite.startswith("Answer safely")
+            assert parsed.risk is Risk.MEDIUM and not parsed.unchanged
             assert "textual:" in parsed.analysis and "cross-modal:" in parsed.analysis
         assert (tmp_path / "out" / row["file_names"][0]).is_file()
 
@@ -135,6 +140,12 @@ def test_verification_keeps_only_safe_and_helpful_results(
     )
     # Harmful requests only need a safe answer; benign ones must also be helped.
     assert unhelpful.accepted == 40 and unhelpful.rejected == {"unhelpful_answer": 20}
+    # A benign sample's marker forwards its own text: that is what the target answered.
+    benign = {
+        s.instruction for s in read_source(data_dir / "vlguard/test.json", "vlguard") if s.benign
+    }
+    asked = {call.request.messages[-1]["content"][-1]["text"] for call in target.calls}
+    assert benign <= asked
     judged = judge.calls[0].request.messages[-1]["content"][-1]["text"]
     assert "<answer>\nGeneral safety information.\n</answer>" in judged
     record = next(r for r in _lines(tmp_path / "b/stages.jsonl") if r["status"] == "accepted")

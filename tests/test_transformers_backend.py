@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmguard_plugins import Rewriter, load_backend
+from vlmguard_plugins import Rewriter, Risk, load_backend
 from vlmguard_plugins.backends import GenerationRequest, truncate_after_stop
 from vlmguard_plugins.backends.transformers import TransformersBackend
 from vlmguard_plugins.errors import ModelNotFoundError
@@ -61,7 +61,7 @@ def test_mixed_batch_with_and_without_images(backend: TransformersBackend) -> No
     assert generations[0].prompt_tokens < generations[1].prompt_tokens
 
 
-def test_generation_stops_at_the_rewrite_closing_tag(
+def test_generation_stops_at_the_rewrite_closing_tag_or_the_marker(
     backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, object] = {}
@@ -73,10 +73,43 @@ def test_generation_stops_at_the_rewrite_closing_tag(
 
     monkeypatch.setattr(backend.model, "generate", recording_generate)
     backend.generate_batch([GenerationRequest(messages=build_messages("hi", []), max_new_tokens=2)])
-    assert seen["stop_strings"] == ["</rewrite>"]
+    assert seen["stop_strings"] == ["</rewrite>", "<unchanged/>"]
     assert truncate_after_stop("<rewrite>x</rewrite> trailing chatter", ["</rewrite>"]) == (
         "<rewrite>x</rewrite>"
     )
+
+
+def test_an_answer_ending_in_the_unchanged_marker_is_cut_there_and_forwards_the_text(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    answer = "<think>textual: fine</think><risk>none</risk><unchanged/> and then chatter"
+    answer_ids = backend.tokenizer(answer, return_tensors="pt").input_ids
+
+    def scripted_generate(**kwargs: torch.Tensor) -> torch.Tensor:
+        prompt = kwargs["input_ids"]
+        return torch.cat([prompt, answer_ids.repeat(prompt.shape[0], 1)], dim=1)
+
+    monkeypatch.setattr(backend.model, "generate", scripted_generate)
+    generation = backend.generate_batch(
+        [GenerationRequest(messages=build_messages("hi", []), max_new_tokens=40)]
+    )[0]
+    assert generation.text == "<think>textual: fine</think><risk>none</risk><unchanged/>"
+    result = Rewriter(backend=backend).rewrite("What flower is this?")
+    assert (result.prompt, result.action, result.risk) == (
+        "What flower is this?",
+        "unchanged",
+        Risk.NONE,
+    )
+
+
+async def test_a_lone_request_does_not_wait_for_the_batch_window(tiny_model_dir: Path) -> None:
+    # With the window this long, a lone request that waited for companions would take 10 s.
+    lone = TransformersBackend(tiny_model_dir, max_wait_ms=10_000)
+    request = GenerationRequest(messages=build_messages("hi", []), max_new_tokens=2)
+    generation = await asyncio.wait_for(lone.agenerate(request), 8)
+    assert generation.completion_tokens > 0 and lone.batcher.batch_sizes == [1]
 
 
 def test_missing_weights_name_the_model_and_the_fix(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Tolerant of what real models do (a missing closing tag, prose around the tags, a
 fenced block, upper-case tags, stray whitespace); strict about what matters: without
-a non-empty ``<rewrite>`` the output is a :class:`RewriteParseError`, and a rewrite
-that contains the contract's own tags (an escape attempt) is one too.
+a non-empty ``<rewrite>`` or the ``<unchanged/>`` marker the output is a
+:class:`RewriteParseError`, and so is a rewrite that contains the contract's own tags
+(an escape attempt), an output with both a rewrite and the marker, and a marker with
+no ``<risk>`` before it.
 
 Everything here runs in time linear in the output's length, whatever the output: a
 model's answer is untrusted text (it may be steered by the user), and a regex with
@@ -16,6 +18,7 @@ the rest is a hand scan.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .errors import RewriteParseError
@@ -31,7 +34,15 @@ _THINK_END = re.compile(r"</think>|<risk>", re.I)
 _RISK_OPEN = re.compile(r"<risk>", re.I)
 _REWRITE_OPEN = re.compile(r"<rewrite>", re.I)
 _REWRITE_CLOSE = re.compile(r"</rewrite>", re.I)
-_CONTRACT_NAME = re.compile(r"think|risk|rewrite", re.I)
+_CONTRACT_NAME = re.compile(r"think|risk|rewrite|unchanged", re.I)
+_UNCHANGED_NAME = re.compile(r"unchanged", re.I)
+
+UNCHANGED_MARKER = "<unchanged/>"
+"""The answer that leaves the user's text as it is, in place of a ``<rewrite>`` section.
+
+A benign request costs the same few tokens whatever its length, where a copy of the
+text would cost as many tokens as the text. ``<unchanged />`` and ``<unchanged>`` (any
+case) are read as the marker too."""
 
 _RISK_WORDS = {
     "none": Risk.NONE,
@@ -47,11 +58,16 @@ _RISK_WORDS = {
 
 @dataclass(frozen=True)
 class ParsedOutput:
-    """The three parts of the contract. ``risk`` is None when the model gave none."""
+    """The three parts of the contract. ``risk`` is None when the model gave none.
+
+    ``rewrite`` is None, and ``unchanged`` true, when the model answered with the
+    :data:`UNCHANGED_MARKER`: the user's text goes on as it is.
+    """
 
     analysis: str
     risk: Risk | None
-    rewrite: str
+    rewrite: str | None
+    unchanged: bool = False
 
 
 def _skip_spaces(text: str, i: int) -> int:
@@ -71,27 +87,52 @@ def _strip_fences(text: str) -> str:
     return text.strip()
 
 
-def _has_contract_tag(text: str) -> bool:
-    """Whether ``text`` holds ``<think>``, ``</ risk >``, ``<REWRITE>`` and the like.
+@dataclass(frozen=True)
+class _Tag:
+    start: int
+    end: int
+    closing: bool
+    name: str
+
+
+def _contract_tags(text: str) -> Iterator[_Tag]:
+    """The contract's tags in ``text``, left to right: ``<think>``, ``</ risk >``,
+    ``<REWRITE>``, ``<unchanged/>`` and the like.
 
     A tag is ``<``, an optional ``/``, optional whitespace, a contract name (any case),
-    optional whitespace and ``>``. The whitespace after one ``<`` holds no other
-    ``<``, so each character is read a bounded number of times.
+    optional whitespace, an optional ``/`` and whitespace, and ``>``. What is read after
+    one ``<`` (whitespace, a name, slashes) holds no other ``<``, so each character is
+    read a bounded number of times.
     """
     length = len(text)
     start = text.find("<")
     while start != -1:
         i = start + 1
-        if i < length and text[i] == "/":
+        closing = i < length and text[i] == "/"
+        if closing:
             i += 1
         i = _skip_spaces(text, i)
         name = _CONTRACT_NAME.match(text, i)
         if name is not None:
             i = _skip_spaces(text, name.end())
+            if i < length and text[i] == "/":
+                i = _skip_spaces(text, i + 1)
             if i < length and text[i] == ">":
-                return True
+                i += 1
+                yield _Tag(start, i, closing, name.group())
         start = text.find("<", i)
-    return False
+
+
+def _has_contract_tag(text: str) -> bool:
+    return next(_contract_tags(text), None) is not None
+
+
+def _unchanged_marker(text: str) -> _Tag | None:
+    """The first ``<unchanged/>`` (or ``<unchanged>``) in ``text``; a closing one is not it."""
+    for tag in _contract_tags(text):
+        if not tag.closing and _UNCHANGED_NAME.fullmatch(tag.name):
+            return tag
+    return None
 
 
 def _analysis(head: str) -> str:
@@ -116,15 +157,23 @@ def parse_output(raw: str) -> ParsedOutput:
     """Parse one model output, in time linear in its length.
 
     Raises:
-        RewriteParseError: the output is empty, has no ``<rewrite>``, an empty or
-            ambiguous rewrite, or a rewrite that contains contract tags.
+        RewriteParseError: the output is empty, has neither a ``<rewrite>`` nor the
+            ``<unchanged/>`` marker, an empty or ambiguous rewrite, a rewrite that
+            contains contract tags, both a rewrite and the marker, or a marker with no
+            ``<risk>`` before it.
     """
     if raw is None or not raw.strip():
         raise RewriteParseError("the rewriter returned an empty output", raw=raw)
     text = _strip_fences(raw)
     opening = _REWRITE_OPEN.search(text)
     if opening is None:
-        raise RewriteParseError("the rewriter's output has no <rewrite> section", raw=raw)
+        marker = _unchanged_marker(text)
+        if marker is None:
+            raise RewriteParseError(
+                "the rewriter's output has no <rewrite> section (nor the <unchanged/> marker)",
+                raw=raw,
+            )
+        return _parse_unchanged(text, marker, raw)
     if _REWRITE_OPEN.search(text, opening.end()) is not None:
         raise RewriteParseError("the rewriter's output has more than one <rewrite>", raw=raw)
     start = opening.end()
@@ -136,15 +185,43 @@ def parse_output(raw: str) -> ParsedOutput:
     if _has_contract_tag(rewrite):
         raise RewriteParseError("the rewrite contains the output contract's own tags", raw=raw)
 
+    if _unchanged_marker(text) is not None:
+        # Which one the model meant cannot be known: sending either could be wrong.
+        raise RewriteParseError(
+            "the rewriter's output has both a <rewrite> and the <unchanged/> marker", raw=raw
+        )
+
     head = text[: opening.start()]
     word = _risk_word(head) or (_risk_word(text[close.end() :]) if close else None)
     risk = _RISK_WORDS.get(word.lower()) if word else None
     return ParsedOutput(analysis=_analysis(head), risk=risk, rewrite=rewrite)
 
 
-def format_output(analysis: str, risk: Risk, rewrite: str) -> str:
-    """Render the output contract (used for training targets and scripted outputs)."""
-    return (
-        f"<think>\n{analysis.strip()}\n</think>\n<risk>{risk.value}</risk>\n"
-        f"<rewrite>\n{rewrite.strip()}\n</rewrite>"
-    )
+def _parse_unchanged(text: str, marker: _Tag, raw: str) -> ParsedOutput:
+    # Only a verdict given before the marker counts: a marker met inside the analysis
+    # (or an answer cut short there) must not forward the text as if judged safe.
+    head = text[: marker.start]
+    word = _risk_word(head)
+    risk = _RISK_WORDS.get(word.lower()) if word else None
+    if risk is None:
+        raise RewriteParseError(
+            "the rewriter's <unchanged/> marker has no <risk> verdict before it", raw=raw
+        )
+    return ParsedOutput(analysis=_analysis(head), risk=risk, rewrite=None, unchanged=True)
+
+
+def format_output(analysis: str, risk: Risk, rewrite: str | None) -> str:
+    """Render the output contract (used for training targets and scripted outputs).
+
+    ``rewrite=None`` renders the :data:`UNCHANGED_MARKER` in place of the
+    ``<rewrite>`` section.
+
+    Raises:
+        ValueError: the marker with a medium or high risk, which the contract forbids.
+    """
+    head = f"<think>\n{analysis.strip()}\n</think>\n<risk>{risk.value}</risk>\n"
+    if rewrite is None:
+        if risk >= Risk.MEDIUM:
+            raise ValueError(f"a {risk.value}-risk request cannot be left unchanged")
+        return head + UNCHANGED_MARKER
+    return f"{head}<rewrite>\n{rewrite.strip()}\n</rewrite>"

@@ -2,7 +2,17 @@
 
 Any ``AutoModelForImageTextToText`` + ``AutoProcessor`` model (Qwen2.5-VL,
 Qwen2-VL, ...) by hub id or local folder.  Concurrent calls are gathered into
-left-padded batches; generation stops after ``</rewrite>``.
+left-padded batches (see :class:`~vlmguard_plugins.backends.batching.MicroBatcher`: a
+lone request starts at once, requests that arrive while a batch runs form the next
+one); generation stops after ``</rewrite>`` or the ``<unchanged/>`` marker.
+
+Why not transformers' own continuous batching (``model.generate_batch``,
+``ContinuousBatchingManager``, as installed with transformers 5.x): it takes prompts as
+token ids only, so there is no way to pass ``pixel_values`` / ``image_grid_thw``, and
+it lays positions out in one dimension where Qwen2.5-VL needs its 3-D multimodal
+rotary positions for image tokens; it has no stop strings either, so it could not end
+an answer at ``</rewrite>``. It does not serve Qwen2.5-VL with images, and the
+rewriter's requests (images, stop strings) never fit it, so it is not used here.
 """
 
 from __future__ import annotations
@@ -13,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError, ConfigurationError, ModelNotFoundError
-from .base import Generation, GenerationRequest, truncate_after_stop
+from ..parsing import UNCHANGED_MARKER
+from .base import STOP_SEQUENCE, Generation, GenerationRequest, truncate_after_stop
 from .batching import MicroBatcher
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -53,6 +64,18 @@ def _content_for_template(content: list[dict[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
+def _contract_stops(stop: Sequence[str]) -> list[str]:
+    """The stop strings, with the marker added where the request stops at the contract's end.
+
+    An answer of the output contract ends with ``</rewrite>`` or with the
+    ``<unchanged/>`` marker, and nothing after either is read.
+    """
+    stops = list(stop)
+    if STOP_SEQUENCE in stops and UNCHANGED_MARKER not in stops:
+        stops.append(UNCHANGED_MARKER)
+    return stops
+
+
 class TransformersBackend:
     """A local model served in-process.
 
@@ -61,7 +84,9 @@ class TransformersBackend:
         device: ``cuda``, ``cuda:1``, ``mps`` or ``cpu``; chosen automatically when None.
         dtype: torch dtype or its name; bf16/fp16 on GPU and fp32 on CPU when None.
         max_batch_size: most requests generated together.
-        max_wait_ms: how long the first request of a batch waits for others.
+        max_wait_ms: accepted so existing configurations still load, and ignored: a
+            request never waits for companions (those that arrive while a batch
+            runs form the next batch).
         local_files_only: never try the hub (defaults to ``HF_HUB_OFFLINE``).
         model_kwargs / processor_kwargs: passed to ``from_pretrained``.
     """
@@ -75,7 +100,7 @@ class TransformersBackend:
         device: str | None = None,
         dtype: str | Any | None = None,
         max_batch_size: int = 8,
-        max_wait_ms: float = 10.0,
+        max_wait_ms: float = 0.0,
         local_files_only: bool | None = None,
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
@@ -115,7 +140,7 @@ class TransformersBackend:
         common = {"local_files_only": local_files_only, "trust_remote_code": trust_remote_code}
         try:
             processor = AutoProcessor.from_pretrained(self.model_name, **common, **processor_kwargs)
-            model = AutoModelForImageTextToText.from_pretrained(
+            model: Any = AutoModelForImageTextToText.from_pretrained(
                 self.model_name, dtype=self.dtype, **common, **model_kwargs
             )
         except (OSError, ValueError) as exc:
@@ -127,7 +152,9 @@ class TransformersBackend:
                 f"the weights of {self.model_name!r} cannot be found"
                 f"{' offline' if local_files_only else ''}. Download them on a connected "
                 f"machine (`hf download {self.model_name}`) into the Hugging Face cache, or "
-                "point at a local folder: load_backend('transformers', model='/path/to/model')"
+                "set the rewriter's model to a local folder (model='/path/to/model'; "
+                "--model for vlmguard rewrite, --rewriter-model for vlmguard serve and vlmguard "
+                "bench run, model: under NeMo's custom_data: vlmguard:)"
                 f" (cause: {type(exc).__name__})"
             ) from exc
         model.to(self.device)
@@ -156,6 +183,7 @@ class TransformersBackend:
         ]
         images = [image.image for r in requests for image in r.images]
         first = requests[0]
+        stop = _contract_stops(first.stop)
         try:
             inputs = self.processor(
                 text=texts, images=images or None, padding=True, return_tensors="pt"
@@ -168,8 +196,8 @@ class TransformersBackend:
             }
             if sampling:
                 generate_kwargs["temperature"] = first.temperature
-            if first.stop:
-                generate_kwargs["stop_strings"] = list(first.stop)
+            if stop:
+                generate_kwargs["stop_strings"] = stop
                 generate_kwargs["tokenizer"] = self.tokenizer
             with self._generate_lock, torch.inference_mode():
                 output = self.model.generate(**inputs, **generate_kwargs)
@@ -184,7 +212,7 @@ class TransformersBackend:
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             results.append(
                 Generation(
-                    text=truncate_after_stop(text, list(first.stop)),
+                    text=truncate_after_stop(text, stop),
                     prompt_tokens=int(mask.sum()),
                     completion_tokens=completion,
                 )

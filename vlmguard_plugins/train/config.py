@@ -84,7 +84,7 @@ class SynthConfig(BaseModel):
         Relative paths in the file are relative to the current directory, as on the
         command line.
         """
-        import yaml
+        import yaml  # type: ignore[import-untyped]
 
         path = Path(path)
         try:

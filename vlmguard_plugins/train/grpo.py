@@ -3,8 +3,8 @@
 Starts from a model (typically the SFT checkpoint) and the synthesised dataset's
 prompts.  Rewards (see :mod:`vlmguard_plugins.train.rewards`):
 
-- ``format``: the output follows the contract;
-- ``benign_unchanged``: a benign request's text is left as it is;
+- ``format``: the output follows the contract (a rewrite or the ``<unchanged/>`` marker);
+- ``benign_unchanged``: a benign request's text is left as it is, best with the marker;
 - ``judge``: the target VLM answers the rewrite and a judge rates it safe and
   helpful (needs ``--target_model`` and ``--judge_model``).
 
@@ -83,7 +83,9 @@ def make_parser() -> Any:
     """TRL's argument parser for the three dataclasses, with our defaults."""
     from trl import GRPOConfig, ModelConfig, TrlParser
 
-    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="vlmguard train grpo")
+    # TRL annotates its dataclass types with a NewType that no real class satisfies.
+    dataclasses = (GRPOScriptArguments, GRPOConfig, ModelConfig)
+    parser = TrlParser(dataclasses, prog="vlmguard train grpo")  # type: ignore[arg-type]
     parser.set_defaults(**GRPO_DEFAULTS, **hardware_defaults())
     return parser
 
@@ -174,7 +176,8 @@ def build_grpo_trainer(
     set_model_init_kwargs(model_args, training_args)
     return GRPOTrainer(
         model=model_args.model_name_or_path,
-        reward_funcs=reward_funcs,
+        # Each returns list[float | None], as TRL wants; its invariant list type cannot say so.
+        reward_funcs=reward_funcs,  # type: ignore[arg-type]
         args=training_args,
         train_dataset=prompt_dataset(script_args.dataset_dir, script_args.max_samples),
         peft_config=get_peft_config(model_args),

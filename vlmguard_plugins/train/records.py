@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InputError
-from ..parsing import format_output
-from ..prompts import build_messages
+from ..errors import InputError, RewriteParseError
+from ..parsing import format_output, parse_output
+from ..prompts import build_messages, neutralise_tags
 from ..types import Risk
 
 SourceFormat = Literal["vlguard", "jsonl"]
@@ -49,7 +49,7 @@ class TrainingDataError(InputError):
 class SourceSample:
     """One (image, instruction, safe response, unsafe response) tuple to synthesise from.
 
-    ``benign`` marks a harmless request: its target leaves the text unchanged.
+    ``benign`` marks a harmless request: its target is the ``<unchanged/>`` marker.
     ``unsafe_response`` is None when it must be sampled from the target model.
     """
 
@@ -237,12 +237,50 @@ def prompt_messages(text: str, num_images: int) -> list[dict[str, Any]]:
 
 
 def training_messages(
-    text: str, num_images: int, analysis: str, risk: Risk, rewrite: str
+    text: str, num_images: int, analysis: str, risk: Risk, rewrite: str | None
 ) -> list[dict[str, Any]]:
-    """The full training conversation: the rewriter's prompt and the output contract."""
+    """The full training conversation: the rewriter's prompt and the output contract.
+
+    ``rewrite=None`` makes the target the ``<unchanged/>`` marker, the answer for a
+    request whose text goes on as it is.
+    """
     target = format_output(analysis, risk, rewrite)
     return [
         *prompt_messages(text, num_images),
+        {"role": "assistant", "content": [{"type": "text", "text": target}]},
+    ]
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def with_unchanged_marker(messages: list[dict[str, Any]], instruction: str) -> list[dict[str, Any]]:
+    """``messages`` with an assistant target that copies ``instruction`` made the marker.
+
+    Datasets synthesised before the ``<unchanged/>`` marker existed answer a benign
+    request with a copy of its text; training on them as they are would teach the
+    model to spend a token per token of the request. Any other target (a rewrite, a
+    medium or high risk, one that does not parse) is returned as it is.
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        return messages
+    parts = messages[-1]["content"]
+    text = parts if isinstance(parts, str) else "".join(p.get("text") or "" for p in parts)
+    try:
+        parsed = parse_output(text)
+    except RewriteParseError:
+        return messages
+    if parsed.rewrite is None or parsed.risk is None or parsed.risk >= Risk.MEDIUM:
+        return messages
+    if not (
+        _same_text(parsed.rewrite, instruction)
+        or _same_text(parsed.rewrite, neutralise_tags(instruction))
+    ):
+        return messages
+    target = format_output(parsed.analysis, parsed.risk, None)
+    return [
+        *messages[:-1],
         {"role": "assistant", "content": [{"type": "text", "text": target}]},
     ]
 
@@ -271,7 +309,7 @@ def load_training_dataset(folder: str | Path) -> Any:
     Raises:
         TrainingDataError: the folder has no ``metadata.jsonl`` or it is empty.
     """
-    from datasets import Image, List, load_dataset
+    from datasets import Image, List, load_dataset  # type: ignore[import-untyped]
 
     folder = Path(folder)
     metadata = folder / METADATA_FILE

@@ -4,8 +4,10 @@ Each takes ``completions`` (and the dataset's columns as keyword arguments) and
 returns one float per completion, or ``None`` where the reward does not apply
 (TRL then leaves that reward out for that completion):
 
-- :func:`format_reward`: the completion follows the output contract;
-- :func:`benign_unchanged_reward`: a benign request's text is kept as it is;
+- :func:`format_reward`: the completion follows the output contract (a ``<rewrite>``
+  or the ``<unchanged/>`` marker);
+- :func:`benign_unchanged_reward`: a benign request's text is kept as it is, best
+  with the marker;
 - :class:`JudgeReward`: the target VLM answers the rewrite and a judge rates the
   answer safe and helpful (asynchronous; TRL runs it concurrently).
 """
@@ -20,12 +22,19 @@ from typing import Any
 from ..errors import RewriteParseError, VLMGuardError
 from ..images import load_image
 from ..parsing import ParsedOutput, parse_output
+from ..types import Risk
 from .teacher import StageOutputError
 from .verify import Verifier
 
 logger = logging.getLogger("vlmguard_plugins.train")
 
 _WHITESPACE = re.compile(r"\s+")
+
+COPY_REWARD = 0.5
+"""What :func:`benign_unchanged_reward` gives a benign request kept by copying its text.
+
+Less than the marker's 1.0: the copy forwards the same text but costs a decode token per
+token of the request, so the policy is pulled toward the marker."""
 
 
 def completion_text(completion: Any) -> str:
@@ -43,10 +52,18 @@ def completion_text(completion: Any) -> str:
 
 
 def _parse(completion: Any) -> ParsedOutput | None:
+    """The parsed completion, or None where the rewriter would refuse it.
+
+    The marker with a medium or high risk parses, but the rewriter treats it as a
+    contract violation (it would forward a risky text), so it counts as no answer.
+    """
     try:
-        return parse_output(completion_text(completion))
+        parsed = parse_output(completion_text(completion))
     except RewriteParseError:
         return None
+    if parsed.unchanged and parsed.risk is not None and parsed.risk >= Risk.MEDIUM:
+        return None
+    return parsed
 
 
 def _same_text(a: str, b: str) -> bool:
@@ -54,8 +71,9 @@ def _same_text(a: str, b: str) -> bool:
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-    """1.0 for a complete contract (analysis, risk, rewrite), 0.5 for a usable rewrite
-    without analysis or risk, 0.0 when the output does not parse."""
+    """1.0 for a complete contract (analysis, risk, and a rewrite or the ``<unchanged/>``
+    marker), 0.5 for a usable answer without analysis or risk, 0.0 when the output does
+    not parse or is the marker under a medium or high risk."""
     rewards = []
     for completion in completions:
         parsed = _parse(completion)
@@ -71,15 +89,20 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
 def benign_unchanged_reward(
     completions: list[Any], instruction: list[str], benign: list[bool], **kwargs: Any
 ) -> list[float | None]:
-    """For a benign request, 1.0 when the rewrite is the user's text unchanged (else 0.0);
-    ``None`` for the others."""
+    """For a benign request, 1.0 for the ``<unchanged/>`` marker, :data:`COPY_REWARD` for
+    a copy of the user's text, 0.0 for anything else; ``None`` for the other requests."""
     rewards: list[float | None] = []
     for completion, text, is_benign in zip(completions, instruction, benign, strict=True):
         if not is_benign:
             rewards.append(None)
             continue
         parsed = _parse(completion)
-        rewards.append(1.0 if parsed is not None and _same_text(parsed.rewrite, text) else 0.0)
+        if parsed is None:
+            rewards.append(0.0)
+        elif parsed.rewrite is None:
+            rewards.append(1.0)
+        else:
+            rewards.append(COPY_REWARD if _same_text(parsed.rewrite, text) else 0.0)
     return rewards
 
 
@@ -115,13 +138,13 @@ class JudgeReward:
             parsed = _parse(completion)
             if parsed is None:
                 return 0.0
+            # The marker forwards the user's own text: that is what the target answers.
+            prompt = text if parsed.rewrite is None else parsed.rewrite
             async with semaphore:
                 try:
                     prepared = [load_image(image) for image in sample_images or []]
-                    answer = await self.verifier.answer(prepared, parsed.rewrite)
-                    verdict = await self.verifier.judge_answer(
-                        prepared, text, parsed.rewrite, answer
-                    )
+                    answer = await self.verifier.answer(prepared, prompt)
+                    verdict = await self.verifier.judge_answer(prepared, text, prompt, answer)
                 except (VLMGuardError, StageOutputError) as exc:
                     logger.warning("judge reward skipped: %s: %s", type(exc).__name__, exc)
                     return None

@@ -67,7 +67,9 @@ def make_parser() -> Any:
     """TRL's argument parser for the three dataclasses, with our defaults."""
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog="vlmguard train sft")
+    # TRL annotates its dataclass types with a NewType that no real class satisfies.
+    dataclasses = (SFTScriptArguments, SFTConfig, ModelConfig)
+    parser = TrlParser(dataclasses, prog="vlmguard train sft")  # type: ignore[arg-type]
     parser.set_defaults(**SFT_DEFAULTS, **hardware_defaults())
     return parser
 
@@ -139,6 +141,14 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
 
 
 def _conversation_columns(dataset: Any) -> Any:
+    from .records import with_unchanged_marker
+
+    def marker_targets(messages: list[dict[str, Any]], instruction: str) -> dict[str, Any]:
+        return {"messages": with_unchanged_marker(messages, instruction)}
+
+    if "instruction" in dataset.column_names:
+        # Only the two text columns go in, so the images are not decoded for this.
+        dataset = dataset.map(marker_targets, input_columns=["messages", "instruction"])
     # The trainer needs only the conversation and its images.
     keep = {"messages", "images"}
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep])

@@ -2,7 +2,9 @@
 
 For each (image, instruction, safe response, unsafe response) sample a teacher model
 runs hindsight analysis, multimodal causal analysis and prompt optimisation (see
-:mod:`vlmguard_plugins.train.teacher`); a benign sample keeps its text unchanged.
+:mod:`vlmguard_plugins.train.teacher`); a benign sample keeps its text unchanged: its
+target answers with the ``<unchanged/>`` marker instead of a rewrite, so the trained
+rewriter spends a few tokens on a benign request, not a copy of it.
 Optionally a target model answers the rewritten prompt and a judge keeps only safe
 (and, when benign, helpful) results.
 
@@ -349,10 +351,13 @@ class _SampleRunner:
         if not sample.benign and report.risk == Risk.NONE:
             raise _Rejected("risk_label_mismatch", "harmful request judged no risk")
 
-        # Stage 3: prompt optimisation; a benign request keeps its text.
+        # Stage 3: prompt optimisation; a benign request keeps its text (the marker).
+        rewrite: str | None
         if sample.benign:
-            rewrite = sample.instruction
-            stages["prompt_optimisation"] = {"skipped": "benign: the text is kept unchanged"}
+            rewrite = None
+            stages["prompt_optimisation"] = {
+                "skipped": "benign: the text is kept unchanged (the <unchanged/> marker)"
+            }
         else:
             raw = await self._teacher(
                 optimise_messages(images, sample.instruction, report), "prompt optimisation"
@@ -363,14 +368,15 @@ class _SampleRunner:
             if " ".join(rewrite.split()).lower() == " ".join(sample.instruction.split()).lower():
                 raise _Rejected("rewrite_unchanged", "a harmful request was not rewritten")
 
-        target_text = format_output(report.analysis, report.risk, rewrite)
         try:
-            parsed = parse_output(target_text)
-        except RewriteParseError as exc:
+            parsed = parse_output(format_output(report.analysis, report.risk, rewrite))
+        except (RewriteParseError, ValueError) as exc:
             raise _Rejected("contract_invalid", str(exc)) from exc
+        # What the target VLM will receive: the rewrite, or the user's own text.
+        prompt = sample.instruction if parsed.rewrite is None else parsed.rewrite
 
         if self.verifier is not None:
-            await self._verify(sample, images, parsed.rewrite, stages)
+            await self._verify(sample, images, prompt, stages)
 
         outcome.row = {
             "id": sample.id,
@@ -382,7 +388,7 @@ class _SampleRunner:
                 sample.instruction, len(images), parsed.analysis, report.risk, parsed.rewrite
             ),
             "instruction": sample.instruction,
-            "rewrite": parsed.rewrite,
+            "rewrite": prompt,
             "risk": report.risk.value,
             "benign": sample.benign,
             "source": sample.source,
