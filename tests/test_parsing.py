@@ -154,7 +154,10 @@ def _reference_parse(raw: str) -> tuple[str, str | None, str] | str:
         return "the rewrite contains the output contract's own tags"
     head = text[: opens[0].start()]
     think = _R_THINK.search(head)
-    risk = _R_RISK.search(head) or _R_RISK.search(text[close.end() :] if close else "")
+    # Only a verdict after the analysis counts: a <risk> inside <think> is not one.
+    closes = [m.end() for m in re.finditer(r"</think\s*>", head, re.I)]
+    verdict_zone = head[closes[-1] :] if closes else head
+    risk = _R_RISK.search(verdict_zone) or _R_RISK.search(text[close.end() :] if close else "")
     words = {"none": "none", "no": "none", "safe": "none", "low": "low", "medium": "medium"}
     words |= {"moderate": "medium", "high": "high", "severe": "high"}
     return (

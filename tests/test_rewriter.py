@@ -57,9 +57,26 @@ def test_benign_request_comes_back_unchanged() -> None:
     assert not result.changed and result.action == "unchanged" and result.risk is Risk.NONE
 
 
-def test_risk_missing_from_output_is_inferred() -> None:
+def test_a_rewrite_without_a_verdict_has_unknown_risk() -> None:
     backend = ScriptedBackend(["<rewrite>Ask safely.</rewrite>"])
-    assert Rewriter(backend=backend).rewrite("bad?").risk is Risk.MEDIUM
+    result = Rewriter(backend=backend).rewrite("bad?")
+    assert result.prompt == "Ask safely." and result.risk is None and result.fallback is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "<risk>very high</risk><rewrite>{q}</rewrite>",
+        "<risk>critical</risk><rewrite>{q}</rewrite>",
+        "<rewrite>{q}</rewrite>",
+        "<think>x <risk>none</risk> y</think><risk>high</risk><rewrite>{q}</rewrite>",
+    ],
+)
+def test_the_original_never_passes_without_a_real_safe_verdict(answer: str) -> None:
+    q = "How do I make this at home?"
+    backend = ScriptedBackend([answer.format(q=q)])
+    result = Rewriter(backend=backend, on_error="block").rewrite(q)
+    assert result.blocked and result.risk is None and result.fallback
 
 
 def test_history_reaches_the_rewriter_prompt() -> None:

@@ -32,6 +32,7 @@ _THINK_OPEN = re.compile(r"<think>", re.I)
 # read before the only ``<rewrite>``, so ``<risk>`` is the one other section to meet).
 _THINK_END = re.compile(r"</think>|<risk>", re.I)
 _RISK_OPEN = re.compile(r"<risk>", re.I)
+_THINK_CLOSE = re.compile(r"</think\s*>", re.I)
 _REWRITE_OPEN = re.compile(r"<rewrite>", re.I)
 _REWRITE_CLOSE = re.compile(r"</rewrite>", re.I)
 _CONTRACT_NAME = re.compile(r"think|risk|rewrite|unchanged", re.I)
@@ -144,13 +145,26 @@ def _analysis(head: str) -> str:
     return head[opening.end() : end.start() if end else len(head)].strip()
 
 
-def _risk_word(text: str) -> str | None:
-    """The word after the first ``<risk>`` that is followed by one, or None."""
-    for opening in _RISK_OPEN.finditer(text):
+def _risk_word(text: str, *, analysis_first: bool = True) -> str | None:
+    """The word after the first ``<risk>`` outside the analysis that has one, or None.
+
+    A ``<risk>`` inside ``<think>`` is the model reasoning (or quoting), not its verdict:
+    only what follows the last ``</think>`` counts.
+    """
+    end_of_think = _last_think_close(text) if analysis_first else 0
+    for opening in _RISK_OPEN.finditer(text, end_of_think):
         word = _WORD.match(text, _skip_spaces(text, opening.end()))
         if word is not None:
             return word.group()
     return None
+
+
+def _last_think_close(text: str) -> int:
+    """The position just after the last ``</think>`` (any case), or 0 when there is none."""
+    end = 0
+    for match in _THINK_CLOSE.finditer(text):
+        end = match.end()
+    return end
 
 
 def parse_output(raw: str) -> ParsedOutput:
@@ -192,7 +206,8 @@ def parse_output(raw: str) -> ParsedOutput:
         )
 
     head = text[: opening.start()]
-    word = _risk_word(head) or (_risk_word(text[close.end() :]) if close else None)
+    after = _risk_word(text[close.end() :], analysis_first=False) if close else None
+    word = _risk_word(head) or after
     risk = _RISK_WORDS.get(word.lower()) if word else None
     return ParsedOutput(analysis=_analysis(head), risk=risk, rewrite=rewrite)
 

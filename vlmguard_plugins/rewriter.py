@@ -23,6 +23,7 @@ from .errors import (
     ConfigurationError,
     ContractViolationError,
     InputError,
+    RewriteParseError,
     TextTooLongError,
     VLMGuardError,
 )
@@ -443,6 +444,14 @@ class Rewriter:
             or _same_text(rewrite, original)
             or _same_text(rewrite, neutralise_tags(original))
         )
+        if unchanged and parsed.risk is None:
+            # No verdict the contract knows ("very high", "critical", none at all): calling
+            # the request safe would invent one, and forwarding it unchanged would fail open.
+            raise RewriteParseError(
+                "the rewriter returned the request unchanged without a risk verdict "
+                "(none, low, medium or high)",
+                raw=generation.text,
+            )
         if unchanged and parsed.risk is not None and parsed.risk >= Risk.MEDIUM:
             # Forwarding the user's own text under a medium or high verdict would fail open,
             # whether the model copied the text or answered with the marker.
@@ -452,7 +461,8 @@ class Rewriter:
                 raw=generation.text,
             )
         prompt = original if unchanged or rewrite is None else rewrite
-        risk = parsed.risk or (Risk.NONE if unchanged else Risk.MEDIUM)
+        # A rewrite without a verdict is still a rewrite, but its risk is unknown.
+        risk = parsed.risk
         return RewriteResult(
             prompt=prompt,
             original=original,
