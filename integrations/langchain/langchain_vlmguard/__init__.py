@@ -12,14 +12,40 @@ images) before a vision-language model sees it::
 
 It converts LangChain messages to the core's conversation
 (:mod:`langchain_vlmguard.conversation`) and lets the core guard them.
+
+``VLMGuardMiddleware`` puts the guard inside an agent's loop
+(``create_agent(model, tools, middleware=[guard])``); it needs the ``langchain``
+package (``pip install "langchain-vlmguard[agents]"``) and is imported on first use, so
+the Runnable works with ``langchain-core`` alone.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from .conversation import METADATA_KEY, from_conversation, get_rewrite_result, to_conversation
 from .runnable import REWRITE_EVENT, GuardInput, VLMGuardRewriter
+
+if TYPE_CHECKING:
+    from .middleware import GuardRecord, GuardVerdict, VLMGuardMiddleware, VLMGuardState
+
+# Names served by the middleware module, which imports ``langchain`` (an optional extra).
+_AGENT_NAMES = frozenset({"GuardRecord", "GuardVerdict", "VLMGuardMiddleware", "VLMGuardState"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _AGENT_NAMES:
+        try:
+            from . import middleware
+        except ImportError as exc:
+            raise ImportError(
+                f"{name} needs the langchain package (LangChain 1.x agents): "
+                "pip install 'langchain-vlmguard[agents]'"
+            ) from exc
+        return getattr(middleware, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     __version__ = version("langchain-vlmguard")
@@ -30,7 +56,11 @@ __all__ = [
     "METADATA_KEY",
     "REWRITE_EVENT",
     "GuardInput",
+    "GuardRecord",
+    "GuardVerdict",
+    "VLMGuardMiddleware",
     "VLMGuardRewriter",
+    "VLMGuardState",
     "__version__",
     "from_conversation",
     "get_rewrite_result",

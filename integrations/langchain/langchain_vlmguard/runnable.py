@@ -192,7 +192,7 @@ class VLMGuardRewriter(RunnableSerializable[Any, Any]):
         Raises:
             ConfigurationError: an invalid setting, an unknown backend.
         """
-        settings = _settings_from_options(backend, options)
+        settings = settings_from_options(backend, options)
         if rewriter_options is None:
             return cls.from_settings(
                 settings, input_key=input_key, image_key=image_key, result_key=result_key, name=name
@@ -369,7 +369,7 @@ class VLMGuardRewriter(RunnableSerializable[Any, Any]):
         return output
 
 
-def _settings_from_options(backend: str, options: Mapping[str, Any]) -> RewriterSettings:
+def settings_from_options(backend: str, options: Mapping[str, Any]) -> RewriterSettings:
     """Settings from a backend name and flat options: settings fields by name, the rest
     as backend options.
 
