@@ -171,7 +171,24 @@ def prompt_variables_turn(text: str, images: Any = None) -> Turn:
     return Turn("user", (TextPart(text), *(image_part(item) for item in items)))
 
 
+_IMAGE_SOURCE_KEYS = ("source", "base64", "data", "url", "file_id", "image")
+"""Fields that name an image's data.  LangChain's own provider converters and the
+guard would not necessarily read the same one, so a block must name exactly one."""
+
+
+def _sources_named(block: Mapping[str, Any]) -> list[str]:
+    keys = _IMAGE_SOURCE_KEYS
+    if "source_type" in block:  # v0 blocks: the data sits in data, url or id
+        keys = (*keys, "id")  # (in v1 blocks ``id`` is the block's own id, not data)
+    return [key for key in keys if block.get(key) not in (None, "")]
+
+
 def _image_block(block: Mapping[str, Any]) -> ImagePart:
+    named = _sources_named(block)
+    if len(named) > 1:
+        return ImagePart(
+            None, raw=block, problem=f"an image block naming several sources {sorted(named)}"
+        )
     if "source_type" in block:  # LangChain v0 multimodal block
         source_type = block["source_type"]
         if source_type == "base64" and isinstance(block.get("data"), str):

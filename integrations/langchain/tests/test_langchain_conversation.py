@@ -23,7 +23,7 @@ from langchain_vlmguard.conversation import METADATA_KEY, prompt_variables_turn
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.conformance import BLUE, GREEN, RED, image_digest
-from vlmguard_plugins.conversation import ImagePart, OtherPart, TextPart, write_back
+from vlmguard_plugins.conversation import ImagePart, OtherPart, TextPart, plan, write_back
 from vlmguard_plugins.errors import ImageInputError, UnsupportedContentError
 from vlmguard_plugins.testing import ScriptedBackend
 
@@ -363,3 +363,29 @@ async def test_an_unreadable_image_in_an_earlier_turn_is_refused(use_async: bool
     with pytest.raises(ImageInputError, match="message 0"):
         await guard.ainvoke(messages) if use_async else guard.invoke(messages)
     assert backend.calls == []
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png", "url": "https://x"},
+        {"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png", "data": "AAAA"},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+            "url": "data:image/png;base64,AAAA",
+        },
+        {"type": "image", "source_type": "base64", "data": "iVBORw0KGgo=", "url": "https://x"},
+    ],
+)
+def test_an_image_block_naming_two_sources_is_refused(block: dict[str, object]) -> None:
+    # LangChain's provider converters and the guard might read different ones.
+    messages = [HumanMessage(content=[{"type": "text", "text": "q"}, block])]
+    with pytest.raises(ImageInputError, match="several sources"):
+        plan(to_conversation(messages))
+
+
+def test_a_text_block_carrying_an_image_is_refused() -> None:
+    block = {"type": "input_text", "text": "q", "image": {"source": {"bytes": "AAAA"}}}
+    with pytest.raises(UnsupportedContentError):
+        plan(to_conversation([HumanMessage(content=[block])]))
