@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
 from pydantic import ValidationError
@@ -45,6 +46,8 @@ from .urls import URLPolicy
 
 if TYPE_CHECKING:
     from .conversation import Conversation, GuardedConversation, UnsupportedContentPolicy
+
+T = TypeVar("T")
 
 PARSE_INLINE_MAX_CHARS = 32_768
 """Model answers up to this length are parsed on the event loop; longer ones in a thread."""
@@ -222,9 +225,8 @@ class Rewriter:
         reservation = self.decode_pool.reservation()
         try:
             # One deadline for the whole rewrite: loading images, generating and parsing.
-            result, key = await asyncio.wait_for(
-                self._rewrite_steps(request, started, usage, raw, reservation),
-                timeout=self.timeout_s,
+            result, key = await _within(
+                self._rewrite_steps(request, started, usage, raw, reservation), self.timeout_s
             )
         except InputError as error:
             if raise_input_errors:
@@ -495,6 +497,19 @@ def _cheap_to_load(source: Any) -> bool:
     if isinstance(source, str) and source[:5].lower() == "data:":
         return len(source) <= INLINE_DECODE_MAX_BYTES * 4 // 3 + 64
     return False  # paths and URLs: file or network I/O
+
+
+async def _within(coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    """Await ``coroutine`` under one deadline (``TimeoutError`` past it).
+
+    ``asyncio.timeout`` (Python 3.11+) runs the coroutine in the caller's task, where
+    ``wait_for`` wraps it in a task of its own: that costs more than the rest of a
+    cached or text-only rewrite.
+    """
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await coroutine
+    return await asyncio.wait_for(coroutine, timeout)
 
 
 def _elapsed_ms(started: float) -> float:
