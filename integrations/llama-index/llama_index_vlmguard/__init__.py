@@ -3,6 +3,9 @@
 - :class:`VLMGuardLLM`: wraps any LlamaIndex ``LLM`` so every call is guarded first;
   pass it to query engines, chat engines and agents.  Inside an engine only the user's
   question is rewritten: the template and the retrieved context reach the LLM intact.
+  Inside an agent every tool result is judged before the LLM's next call, a blocked
+  verdict ends the run with ``block_message``, and verdicts are kept by conversation
+  state (:class:`VerdictCache`), so steps that bring nothing new cost no rewriter call.
 - :class:`VLMGuardQueryTransform`: a query transform that rewrites a query (given its
   image); use it with ``TransformQueryEngine``.
 - :func:`guard_messages` / :func:`aguard_messages`: guard a list of ``ChatMessage``.
@@ -19,17 +22,20 @@ from __future__ import annotations
 
 from .conversation import from_conversation, to_conversation
 from .events import VLMGuardRewriteEvent
-from .llm import VLMGuardLLM
+from .llm import DEFAULT_BLOCK_MESSAGE, VLMGuardLLM
 from .messages import GuardedMessages, aguard_messages, guard_messages
 from .query_transform import VLMGuardQueryTransform
 from .user_query import UserQuery, current_user_query
+from .verdicts import VerdictCache
 
 __all__ = [
+    "DEFAULT_BLOCK_MESSAGE",
     "GuardedMessages",
     "UserQuery",
     "VLMGuardLLM",
     "VLMGuardQueryTransform",
     "VLMGuardRewriteEvent",
+    "VerdictCache",
     "aguard_messages",
     "current_user_query",
     "from_conversation",

@@ -34,6 +34,11 @@ the conversation) and the rewrite takes their place, while the template and the
 retrieved text around them reach the LLM as they were.  Otherwise the whole message is
 the user's, as for a message a person typed.
 
+``decode_images=False`` leaves the images an ``ImageBlock`` holds as bytes in their
+base64 form (:class:`EncodedImage`), undecoded: a conversation converted so is for
+checking coverage and telling conversations apart (the verdict cache), never for the
+rewriter to read.
+
 Back-conversion keeps each message's role and ``additional_kwargs`` and the very same
 block objects for every part the guard did not change; a message with nothing changed
 is returned as the same object.
@@ -70,6 +75,18 @@ _ROLE_NAMES: dict[Any, str] = {role: role.value for role in MessageRole}
 
 
 @dataclass(frozen=True)
+class EncodedImage:
+    """An ``ImageBlock``'s bytes as the block holds them (base64), not decoded.
+
+    What :func:`to_conversation` puts in an :class:`~vlmguard_plugins.ImagePart` with
+    ``decode_images=False``: it identifies the image without the cost of decoding it,
+    and the core image loader does not read it.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True)
 class UserWords:
     """Where the user's words sit inside a filled template: ``block.text[start:end]``.
 
@@ -96,12 +113,13 @@ def role_of(role: MessageRole | str) -> Role:
         return "user"
 
 
-def image_source(block: ImageBlock, max_bytes: int | None = None) -> Any:
+def image_source(block: ImageBlock, max_bytes: int | None = None, *, decode: bool = True) -> Any:
     """What the core image loader reads for ``block``: bytes, a ``Path`` or a URL string.
 
     A file-like ``image`` is read from its start, at most ``max_bytes + 1`` bytes (enough
     for the core to refuse an oversized image without reading all of it), and left at
-    the position it had.  Returns ``None`` when the block holds no image.
+    the position it had.  With ``decode=False`` the bytes the block holds are given as
+    an :class:`EncodedImage`, undecoded.  Returns ``None`` when the block holds no image.
 
     Raises:
         URLPolicyError: its ``url`` is not a URL (a bare path put in the URL field).
@@ -113,6 +131,8 @@ def image_source(block: ImageBlock, max_bytes: int | None = None) -> Any:
         block.image.seek(position)  # the LLM reads the same stream after the guard
         return data
     if block.image:
+        if not decode:
+            return EncodedImage(block.image)
         # ImageBlock stores the bytes it was given base64-encoded; this undoes that.
         return resolve_binary(raw_bytes=block.image).read()
     if block.path is not None:
@@ -129,12 +149,14 @@ def image_source(block: ImageBlock, max_bytes: int | None = None) -> Any:
     return None
 
 
-def part_from_block(block: Any, *, max_image_bytes: int | None = None) -> Part:
+def part_from_block(
+    block: Any, *, max_image_bytes: int | None = None, decode_images: bool = True
+) -> Part:
     """One content block as a core part (the block kept as the part's ``raw``)."""
     if isinstance(block, TextBlock):
         return TextPart(block.text, raw=block)
     if isinstance(block, ImageBlock):
-        source = image_source(block, max_image_bytes)
+        source = image_source(block, max_image_bytes, decode=decode_images)
         if source is None:
             return ImagePart(None, raw=block, problem="an ImageBlock holds no image")
         return ImagePart(source, raw=block)
@@ -169,6 +191,7 @@ def turn_from_message(
     *,
     max_image_bytes: int | None = None,
     words: UserWords | None = None,
+    decode_images: bool = True,
 ) -> Turn:
     """One message as a turn; with ``words``, only they are the message's text."""
     parts: list[Part] = []
@@ -177,7 +200,9 @@ def turn_from_message(
             if block is words.block:
                 parts.append(TextPart(block.text[words.start : words.end], raw=words))
             continue  # the template's text: forwarded as it is, not the user's to rewrite
-        parts.append(part_from_block(block, max_image_bytes=max_image_bytes))
+        parts.append(
+            part_from_block(block, max_image_bytes=max_image_bytes, decode_images=decode_images)
+        )
     role = message.role
     return Turn(
         role_of(role),
@@ -192,12 +217,14 @@ def to_conversation(
     *,
     user_text: str | None = None,
     max_image_bytes: int | None = None,
+    decode_images: bool = True,
 ) -> Conversation:
     """A list of ``ChatMessage`` as a core conversation.
 
     ``user_text``: the user's own words when the last user message is a filled template
     (see the module's docstring).  ``max_image_bytes`` bounds how much of a file-like
-    image is read (the rewriter's byte limit).
+    image is read (the rewriter's byte limit).  ``decode_images=False``: see
+    :class:`EncodedImage`.
     """
     target = last_user_index(messages) if user_text else None
     words = find_user_text(messages[target], user_text) if target is not None else None
@@ -207,6 +234,7 @@ def to_conversation(
                 message,
                 max_image_bytes=max_image_bytes,
                 words=words if index == target else None,
+                decode_images=decode_images,
             )
             for index, message in enumerate(messages)
         )
@@ -304,6 +332,7 @@ def _rewrite_words(words: UserWords, text: str) -> TextBlock:
 
 __all__ = [
     "ROLES",
+    "EncodedImage",
     "UserWords",
     "block_from_part",
     "find_user_text",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError
 
-from vlmguard_plugins import Rewriter, RewriterSettings
+from vlmguard_plugins import Rewriter, RewriterSettings, Risk
 from vlmguard_plugins.errors import ConfigurationError, ImageInputError
 from vlmguard_plugins.types import FailurePolicyName
 
@@ -31,6 +32,15 @@ from .conversation import find_user_text, last_user_index
 from .messages import GuardedMessages, aguard_messages, guard_messages
 from .settings import build_rewriter_from_options, settings_from
 from .user_query import UserQuery, current_user_query, record_user_queries
+from .verdicts import DEFAULT_MAX_ENTRIES, VerdictCache
+
+logger = logging.getLogger("llama_index_vlmguard")
+
+METADATA_KEY = "vlmguard"
+"""Key of the guard's verdict in the ``raw`` and ``additional_kwargs`` of a blocked response."""
+
+DEFAULT_BLOCK_MESSAGE = "I can't help with this request."
+"""The assistant message that ends a tool-calling call (an agent's run) the guard blocked."""
 
 
 class VLMGuardLLM(FunctionCallingLLM):
@@ -43,8 +53,23 @@ class VLMGuardLLM(FunctionCallingLLM):
     string the same way.  Everything else (metadata, streaming, the response objects)
     is the wrapped LLM's own, so pass the wrapper wherever LlamaIndex takes an LLM: a
     query engine, a chat engine, or (when the wrapped LLM supports function calling)
-    an agent: ``chat_with_tools`` and ``predict_and_call`` go through the guarded
-    ``chat`` with the wrapped LLM's own tool handling.
+    an agent: ``chat_with_tools`` and its async and streaming forms (what ``FunctionAgent``
+    and ``AgentWorkflow`` call) and ``predict_and_call`` guard the messages and leave
+    the tools to the wrapped LLM's own tool handling.
+
+    **Inside an agent** every step's call is guarded with the whole conversation: the
+    user's message is rewritten, and every tool result (its text read as data, as
+    history; its images with the others) is judged with it before the LLM's next call;
+    a tool result itself is never rewritten.  Verdicts are kept by conversation state
+    (:class:`VerdictCache`, ``verdict_cache_size`` of them) and the LLM's own answers
+    through the wrapper are not new input, so a step that brings nothing new costs no
+    rewriter call: a run costs one call per user message plus one per step that brings
+    new tool output.  A blocked verdict (the failure policy's ``block``, or a risk at
+    or above ``block_risk``) in a tool-calling call is answered by the wrapper itself,
+    without calling the LLM, with ``block_message`` and no tool call, so the agent's
+    run ends there with that message; the verdict is in the response's
+    ``raw["vlmguard"]``.  (In plain ``chat``/``complete`` calls the failure policy's
+    ``block`` prompt goes to the LLM, as at every entry point.)
 
     **Inside query and chat engines only the user's words are rewritten.**  The engine
     fills a template with retrieved context and the user's question; the wrapper knows
@@ -62,6 +87,12 @@ class VLMGuardLLM(FunctionCallingLLM):
         allow_local_files: read ``ImageBlock(path=...)`` images (and a query's
             ``image_path``) from disk (see :mod:`llama_index_vlmguard.conversation`).
         attach_query_images: send a query's ``image_path`` to the LLM with the question.
+        verdict_cache_size: verdicts kept by conversation state (0: ask the rewriter at
+            every call).
+        block_risk: in tool-calling calls, block a verdict at or above this risk
+            (``None``, default: only the failure policy's ``block`` result blocks; the
+            rewrite is how the guard answers risk).
+        block_message: the assistant message that answers a blocked tool-calling call.
 
     Example::
 
@@ -80,7 +111,21 @@ class VLMGuardLLM(FunctionCallingLLM):
     attach_query_images: bool = Field(
         default=True, description="Send a query's image_path to the LLM with the question."
     )
+    verdict_cache_size: int = Field(
+        default=DEFAULT_MAX_ENTRIES,
+        ge=0,
+        description="Verdicts kept by conversation state (0 disables the cache).",
+    )
+    block_risk: Risk | None = Field(
+        default=None,
+        description="In tool-calling calls, block verdicts at or above this risk.",
+    )
+    block_message: str = Field(
+        default=DEFAULT_BLOCK_MESSAGE,
+        description="The assistant message that answers a blocked tool-calling call.",
+    )
     _rewriter: Rewriter = PrivateAttr()
+    _verdicts: VerdictCache | None = PrivateAttr(default=None)
 
     def __init__(self, llm: LLM, rewriter: Rewriter, **kwargs: Any) -> None:
         # Prompt formatting (predict, structured outputs) follows the wrapped LLM's settings.
@@ -90,6 +135,8 @@ class VLMGuardLLM(FunctionCallingLLM):
         kwargs.setdefault("callback_manager", llm.callback_manager)
         super().__init__(llm=llm, **kwargs)
         self._rewriter = rewriter
+        if self.verdict_cache_size:
+            self._verdicts = VerdictCache(self.verdict_cache_size)
         record_user_queries()
 
     @classmethod
@@ -101,8 +148,12 @@ class VLMGuardLLM(FunctionCallingLLM):
         on_error: FailurePolicyName | None = None,
         allow_local_files: bool = True,
         attach_query_images: bool = True,
+        **llm_options: Any,
     ) -> VLMGuardLLM:
         """Wrap ``llm`` with the rewriter ``settings`` describe (a mapping is validated).
+
+        ``llm_options`` are the wrapper's other fields (``block_risk``,
+        ``block_message``, ``verdict_cache_size``).
 
         Example::
 
@@ -120,6 +171,7 @@ class VLMGuardLLM(FunctionCallingLLM):
             on_error=on_error,
             allow_local_files=allow_local_files,
             attach_query_images=attach_query_images,
+            **llm_options,
         )
 
     @classmethod
@@ -131,6 +183,7 @@ class VLMGuardLLM(FunctionCallingLLM):
         allow_local_files: bool = True,
         attach_query_images: bool = True,
         rewriter_options: Mapping[str, Any] | None = None,
+        llm_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> VLMGuardLLM:
         """Wrap ``llm`` with a rewriter on ``backend``.
@@ -140,7 +193,8 @@ class VLMGuardLLM(FunctionCallingLLM):
         ``cache_size``, ``max_images``, ``allow_remote_images``...) sets it; any other
         option goes to the backend (``load_backend``).  ``rewriter_options`` is the
         older spelling of the rewriter's settings (also taking ``image_limits`` and
-        ``url_policy`` objects) and is deprecated.
+        ``url_policy`` objects) and is deprecated.  ``llm_options`` are the wrapper's
+        other fields (``block_risk``, ``block_message``, ``verdict_cache_size``).
 
         Example::
 
@@ -153,6 +207,7 @@ class VLMGuardLLM(FunctionCallingLLM):
             rewriter=build_rewriter_from_options(backend, options, rewriter_options),
             allow_local_files=allow_local_files,
             attach_query_images=attach_query_images,
+            **dict(llm_options or {}),
         )
 
     @classmethod
@@ -163,6 +218,11 @@ class VLMGuardLLM(FunctionCallingLLM):
     def rewriter(self) -> Rewriter:
         """The rewriter that guards this LLM."""
         return self._rewriter
+
+    @property
+    def verdicts(self) -> VerdictCache | None:
+        """The verdicts kept by conversation state (``None`` when the cache is off)."""
+        return self._verdicts
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -189,6 +249,7 @@ class VLMGuardLLM(FunctionCallingLLM):
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
             user_text=user_text,
+            cache=self._verdicts,
         )
 
     async def _aguard(self, messages: Sequence[ChatMessage]) -> GuardedMessages:
@@ -199,6 +260,7 @@ class VLMGuardLLM(FunctionCallingLLM):
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
             user_text=user_text,
+            cache=self._verdicts,
         )
 
     def _guard_prompt(self, prompt: str) -> str:
@@ -209,6 +271,7 @@ class VLMGuardLLM(FunctionCallingLLM):
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
             user_text=query.text if query is not None else None,
+            cache=self._verdicts,
         )
         return _prompt_of(guarded, prompt)
 
@@ -220,26 +283,46 @@ class VLMGuardLLM(FunctionCallingLLM):
             on_error=self.on_error,
             allow_local_files=self.allow_local_files,
             user_text=query.text if query is not None else None,
+            cache=self._verdicts,
         )
         return _prompt_of(guarded, prompt)
 
     # -- chat ----------------------------------------------------------------------------
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self.llm.chat(self._guard(messages).messages, **kwargs)
+        return self._answer(self.llm.chat(self._guard(messages).messages, **kwargs))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await self.llm.achat((await self._aguard(messages)).messages, **kwargs)
+        guarded = await self._aguard(messages)
+        return self._answer(await self.llm.achat(guarded.messages, **kwargs))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         # The rewrite happens before the first token is asked for, so a refusal or a
         # failure under the `raise` policy surfaces here, not in the middle of the stream.
-        return self.llm.stream_chat(self._guard(messages).messages, **kwargs)
+        return self._answer_stream(self.llm.stream_chat(self._guard(messages).messages, **kwargs))
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        return await self.llm.astream_chat((await self._aguard(messages)).messages, **kwargs)
+        guarded = await self._aguard(messages)
+        return self._answer_astream(await self.llm.astream_chat(guarded.messages, **kwargs))
+
+    # -- the model's answers: not new input when they come back in the conversation ----
+
+    def _answer(self, response: ChatResponse) -> ChatResponse:
+        if self._verdicts is not None:
+            self._verdicts.remember_answer(response.message)
+        return response
+
+    def _answer_stream(self, stream: ChatResponseGen) -> ChatResponseGen:
+        if self._verdicts is None:
+            return stream
+        return _remembering(stream, self._verdicts)
+
+    def _answer_astream(self, stream: ChatResponseAsyncGen) -> ChatResponseAsyncGen:
+        if self._verdicts is None:
+            return stream
+        return _aremembering(stream, self._verdicts)
 
     # -- completion ----------------------------------------------------------------------
 
@@ -264,6 +347,144 @@ class VLMGuardLLM(FunctionCallingLLM):
         return await self.llm.astream_complete(guarded, formatted=formatted, **kwargs)
 
     # -- function calling: the wrapped LLM's own tool handling, around the guarded chat --
+    #
+    # The base class would prepare the call and send it through the guarded `chat`;
+    # doing the same here, step by step, lets a blocked verdict end the call before the
+    # LLM (which could still call tools) sees it.
+
+    def chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        messages, chat_kwargs = self._tool_call(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
+        )
+        guarded = self._guard(messages)
+        if (blocked := self._blocked(guarded)) is not None:
+            return blocked
+        response = self._answer(self.llm.chat(guarded.messages, **chat_kwargs))
+        return self._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    async def achat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        messages, chat_kwargs = self._tool_call(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
+        )
+        guarded = await self._aguard(messages)
+        if (blocked := self._blocked(guarded)) is not None:
+            return blocked
+        response = self._answer(await self.llm.achat(guarded.messages, **chat_kwargs))
+        return self._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def stream_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponseGen:
+        messages, chat_kwargs = self._tool_call(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
+        )
+        guarded = self._guard(messages)
+        if (blocked := self._blocked(guarded)) is not None:
+            return _stream_of(blocked)
+        return self._answer_stream(self.llm.stream_chat(guarded.messages, **chat_kwargs))
+
+    async def astream_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponseAsyncGen:
+        messages, chat_kwargs = self._tool_call(
+            tools, user_msg, chat_history, verbose, allow_parallel_tool_calls, tool_required, kwargs
+        )
+        guarded = await self._aguard(messages)
+        if (blocked := self._blocked(guarded)) is not None:
+            return _astream_of(blocked)
+        stream = await self.llm.astream_chat(guarded.messages, **chat_kwargs)
+        return self._answer_astream(stream)
+
+    def _tool_call(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None,
+        chat_history: list[ChatMessage] | None,
+        verbose: bool,
+        allow_parallel_tool_calls: bool,
+        tool_required: bool,
+        kwargs: dict[str, Any],
+    ) -> tuple[list[ChatMessage], dict[str, Any]]:
+        """The messages of a tool-calling call, and the wrapped LLM's other arguments."""
+        chat_kwargs = self._prepare_chat_with_tools_compat(
+            tools,
+            user_msg=user_msg,
+            chat_history=chat_history,
+            verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls,
+            tool_required=tool_required,
+            **kwargs,
+        )
+        messages = chat_kwargs.pop("messages")
+        return list(messages), chat_kwargs
+
+    def _blocked(self, guarded: GuardedMessages) -> ChatResponse | None:
+        """The answer to a tool-calling call whose verdict blocks it, else ``None``.
+
+        ``block_message``, no tool call, the verdict attached.  The verdict goes in the
+        response's ``raw`` and ``additional_kwargs``, not in the message's: the message
+        is kept in the agent's memory and sent to the LLM with the next user message,
+        and providers reject message fields they do not know.
+        """
+        result = guarded.result
+        if result is None:
+            return None
+        over_threshold = (
+            self.block_risk is not None
+            and result.risk is not None
+            and result.risk >= self.block_risk
+        )
+        if not (result.blocked or over_threshold):
+            return None
+        logger.info(
+            "vlmguard blocked a tool-calling call: %s verdict (risk %s)",
+            result.action,
+            result.risk_label,
+        )
+        verdict = result.model_dump(mode="json", exclude={"raw"})
+        response = ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=self.block_message),
+            delta=self.block_message,
+            raw={METADATA_KEY: verdict},
+            additional_kwargs={METADATA_KEY: verdict},
+        )
+        return self._answer(response)
 
     def _function_calling_llm(self) -> FunctionCallingLLM:
         if not isinstance(self.llm, FunctionCallingLLM):
@@ -307,9 +528,44 @@ class VLMGuardLLM(FunctionCallingLLM):
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
+        if _is_block_response(response):
+            # A blocked call has no tool call by design: `predict_and_call` answers with
+            # the block message instead of failing for want of one.
+            return []
         return self._function_calling_llm().get_tool_calls_from_response(
             response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
         )
+
+
+def _is_block_response(response: ChatResponse) -> bool:
+    return isinstance(response.raw, dict) and METADATA_KEY in response.raw
+
+
+def _remembering(stream: ChatResponseGen, verdicts: VerdictCache) -> ChatResponseGen:
+    """``stream`` as it is; its last chunk's message (the whole answer) is remembered."""
+    last: ChatResponse | None = None
+    for last in stream:
+        yield last
+    if last is not None:
+        verdicts.remember_answer(last.message)
+
+
+async def _aremembering(
+    stream: ChatResponseAsyncGen, verdicts: VerdictCache
+) -> ChatResponseAsyncGen:
+    last: ChatResponse | None = None
+    async for last in stream:
+        yield last
+    if last is not None:
+        verdicts.remember_answer(last.message)
+
+
+def _stream_of(response: ChatResponse) -> Generator[ChatResponse, None, None]:
+    yield response
+
+
+async def _astream_of(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:
+    yield response
 
 
 def _prompt_of(guarded: GuardedMessages, prompt: str) -> str:
@@ -354,3 +610,6 @@ def _query_image_block(image: str) -> ImageBlock:
         raise ImageInputError(
             f"the query's image {image[:80]!r} cannot be read: {exc.errors()[0]['msg']}"
         ) from exc
+
+
+__all__ = ["DEFAULT_BLOCK_MESSAGE", "METADATA_KEY", "VLMGuardLLM"]
