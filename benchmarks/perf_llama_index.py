@@ -112,7 +112,8 @@ def query_transform(rewriter: Rewriter, image: Path) -> None:
 
 def llm_wrapper(rewriter: Rewriter, image: Path) -> None:
     vlm = MockLLM(is_chat_model=True)
-    guarded = VLMGuardLLM(llm=vlm, rewriter=rewriter)
+    # No verdict cache: every call pays a full guard, the cost being measured.
+    guarded = VLMGuardLLM(llm=vlm, rewriter=rewriter, verdict_cache_size=0)
     data = _png_bytes(image)
     print("LLM wrapper (direct = core rewrite + the wrapped LLM's chat)")
     for label, block, source in [
@@ -195,7 +196,9 @@ def rag(rewriter: Rewriter) -> None:
     )
     vlm = MockLLM(is_chat_model=True)
     plain = index.as_query_engine(llm=vlm, similarity_top_k=2)
-    guarded = index.as_query_engine(llm=VLMGuardLLM(llm=vlm, rewriter=rewriter), similarity_top_k=2)
+    guarded = index.as_query_engine(
+        llm=VLMGuardLLM(llm=vlm, rewriter=rewriter, verdict_cache_size=0), similarity_top_k=2
+    )
     print("RAG (direct = the engine with the plain LLM plus the core rewrite of the question)")
 
     def direct() -> None:
