@@ -98,13 +98,23 @@ def message_fields_text(message: Any) -> str:
     anything in them, so the rewriter reads them as history.
     """
     values: list[str] = []
-    for name in _MESSAGE_FIELDS:
-        value = message.get(name) if isinstance(message, Mapping) else getattr(message, name, None)
-        if isinstance(value, str) and value:
-            values.append(value)
-        elif value:
-            values.append(json.dumps(value, ensure_ascii=False, default=str))
+    extra = message.get("additional_kwargs") if isinstance(message, Mapping) else None
+    extra = extra if extra is not None else getattr(message, "additional_kwargs", None)
+    # Frameworks keep these fields on the message or in its additional_kwargs.
+    for holder in (message, extra if isinstance(extra, Mapping) else None):
+        if holder is None:
+            continue
+        for name in _MESSAGE_FIELDS:
+            value = _field(holder, name)
+            if isinstance(value, str) and value:
+                values.append(value)
+            elif value:
+                values.append(json.dumps(value, ensure_ascii=False, default=str))
     return "\n".join(values)
+
+
+def _field(holder: Any, name: str) -> Any:
+    return holder.get(name) if isinstance(holder, Mapping) else getattr(holder, name, None)
 
 
 def _texts_of(items: list[Any]) -> list[str]:

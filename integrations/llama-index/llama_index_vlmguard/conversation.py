@@ -57,7 +57,7 @@ from llama_index.core.utils import resolve_binary
 
 from vlmguard_plugins import Conversation, ImagePart, OtherPart, TextPart, Turn
 from vlmguard_plugins.conversation import Part, Role
-from vlmguard_plugins.errors import URLPolicyError
+from vlmguard_plugins.errors import UnsupportedContentError, URLPolicyError
 
 ROLES: dict[MessageRole, Role] = {
     MessageRole.USER: "user",
@@ -156,6 +156,11 @@ def part_from_block(
     if isinstance(block, TextBlock):
         return TextPart(block.text, raw=block)
     if isinstance(block, ImageBlock):
+        named = [name for name in ("image", "path", "url") if getattr(block, name)]
+        if len(named) > 1:
+            # LLM integrations differ in which one they send (some prefer the URL): the
+            # model could receive a source the guard did not read.
+            return ImagePart(None, raw=block, problem=f"an ImageBlock with several sources {named}")
         source = image_source(block, max_image_bytes, decode=decode_images)
         if source is None:
             return ImagePart(None, raw=block, problem="an ImageBlock holds no image")
@@ -186,6 +191,10 @@ def find_user_text(message: ChatMessage, user_text: str | None) -> UserWords | N
     return found
 
 
+_CONTENT_KWARGS = frozenset({"content", "role", "images", "image", "audio", "input_audio"})
+"""``additional_kwargs`` keys that carry or replace a message's content when sent."""
+
+
 def turn_from_message(
     message: ChatMessage,
     *,
@@ -202,6 +211,16 @@ def turn_from_message(
             continue  # the template's text: forwarded as it is, not the user's to rewrite
         parts.append(
             part_from_block(block, max_image_bytes=max_image_bytes, decode_images=decode_images)
+        )
+    overriding = sorted(_CONTENT_KWARGS.intersection(message.additional_kwargs or {}))
+    if overriding:
+        # LLM integrations merge additional_kwargs into the message they send, so these
+        # keys would replace what the guard read; dropping a part cannot remove them.
+        raise UnsupportedContentError(
+            f"a {role_of(message.role)} message carries {overriding} in additional_kwargs, "
+            "which LLM integrations send in place of its blocks; put the content in blocks",
+            part_type=f"additional_kwargs {overriding}",
+            role=role_of(message.role),
         )
     role = message.role
     return Turn(

@@ -254,3 +254,34 @@ def test_an_image_in_an_early_turn_is_judged_with_the_question_in_a_late_turn(pn
     assert guarded.messages[:3] == messages[:3] and guarded.messages[1] is messages[1]
     assert guarded.messages[3].content == REWRITE
     assert guarded.result is not None and guarded.result.risk == "high"
+
+
+def test_an_image_block_with_two_sources_is_refused(png_bytes):
+    # Integrations differ in which one they send: the model could get the unread one.
+    block = ImageBlock(image=png_bytes, url="data:image/png;base64,AAAA")
+    messages = [ChatMessage(role="user", blocks=[TextBlock(text="what is this?"), block])]
+    with pytest.raises(ImageInputError, match="several sources"):
+        plan(to_conversation(messages))
+
+
+def test_additional_kwargs_that_replace_content_are_refused():
+    message = ChatMessage(
+        role="user", blocks=[TextBlock(text="hi")], additional_kwargs={"content": "hidden"}
+    )
+    with pytest.raises(UnsupportedContentError, match="additional_kwargs"):
+        to_conversation([message])
+
+
+def test_tool_calls_kept_in_additional_kwargs_are_read_as_history():
+    messages = [
+        ChatMessage(role="user", blocks=[TextBlock(text="find it")]),
+        ChatMessage(
+            role="assistant",
+            blocks=[],
+            additional_kwargs={"tool_calls": [{"function": {"arguments": "ARGS-TEXT"}}]},
+        ),
+        ChatMessage(role="user", blocks=[TextBlock(text="and now?")]),
+    ]
+    request = plan(to_conversation(messages)).request
+    assert request is not None
+    assert any("ARGS-TEXT" in turn.text for turn in request.history)
