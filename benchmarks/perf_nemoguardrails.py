@@ -53,6 +53,9 @@ rails:
   input:
     flows:
       - vlmguard rewrite input
+  tool_input:
+    flows:
+      - vlmguard check tool input
 custom_data:
   vlmguard:
     backend: scripted
