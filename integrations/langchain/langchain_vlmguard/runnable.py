@@ -371,22 +371,14 @@ class VLMGuardRewriter(RunnableSerializable[Any, Any]):
 
 def settings_from_options(backend: str, options: Mapping[str, Any]) -> RewriterSettings:
     """Settings from a backend name and flat options: settings fields by name, the rest
-    as backend options.
+    as backend options (:meth:`RewriterSettings.from_options`).
 
     Raises:
         ConfigurationError: an invalid setting.
     """
-    fields: dict[str, Any] = {"backend": backend}
-    backend_options: dict[str, Any] = dict(options.get("backend_options") or {})
-    for option, setting in options.items():
-        if option == "backend_options":
-            continue
-        if option in RewriterSettings.model_fields:
-            fields[option] = setting
-        else:
-            backend_options[option] = setting
-    fields["backend_options"] = backend_options
-    return RewriterSettings.from_mapping(fields, where=f"settings of the {backend!r} guard")
+    return RewriterSettings.from_options(
+        backend, options, where=f"settings of the {backend!r} guard"
+    )
 
 
 def _has_listeners(

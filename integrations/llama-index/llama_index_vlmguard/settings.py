@@ -28,22 +28,14 @@ def settings_from(settings: RewriterSettings | Mapping[str, Any]) -> RewriterSet
 def settings_from_options(backend: str, options: Mapping[str, Any]) -> RewriterSettings:
     """Settings from ``from_backend``'s flat options: a
     :class:`~vlmguard_plugins.RewriterSettings` field by its name, any other option as a
-    backend option (what ``load_backend`` takes).
+    backend option (:meth:`RewriterSettings.from_options`).
 
     Raises:
         ConfigurationError: an invalid setting.
     """
-    fields: dict[str, Any] = {"backend": backend}
-    backend_options: dict[str, Any] = dict(options.get("backend_options") or {})
-    for name, value in options.items():
-        if name == "backend_options":
-            continue
-        if name in RewriterSettings.model_fields:
-            fields[name] = value
-        else:
-            backend_options[name] = value
-    fields["backend_options"] = backend_options
-    return RewriterSettings.from_mapping(fields, where=f"settings of the {backend!r} rewriter")
+    return RewriterSettings.from_options(
+        backend, options, where=f"settings of the {backend!r} rewriter"
+    )
 
 
 def build_rewriter_from_options(
