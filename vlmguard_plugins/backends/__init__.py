@@ -51,6 +51,21 @@ def _build(name: str, factory: Callable[..., Backend], kwargs: dict[str, Any]) -
     return factory(**kwargs)
 
 
+_EXTRA_OF_BACKEND = {"transformers": "local", "openai": "remote"}
+
+
+def _is_own_module(module: str | None) -> bool:
+    """True for a module of this package: a bug to report, not an extra to install."""
+    return module is not None and module.split(".")[0] == __name__.split(".")[0]
+
+
+def _install_hint(name: str, exc: ImportError) -> ConfigurationError:
+    extra = _EXTRA_OF_BACKEND.get(name, "all")
+    return ConfigurationError(
+        f"backend {name!r} needs extra packages: pip install 'vlmguard-plugins[{extra}]' ({exc})"
+    )
+
+
 def load_backend(name: str, **kwargs: Any) -> Backend:
     """Build the backend called ``name`` with ``kwargs``.
 
@@ -62,13 +77,15 @@ def load_backend(name: str, **kwargs: Any) -> Backend:
     if name in _BUILTIN:
         try:
             factory = _import(_BUILTIN[name])
+            # The backends import their heavy packages (torch, transformers, openai)
+            # lazily, when built: a missing one surfaces here, not at import time.
+            return _build(name, factory, kwargs)
+        except ModuleNotFoundError as exc:
+            if _is_own_module(exc.name):
+                raise
+            raise _install_hint(name, exc) from exc
         except ImportError as exc:
-            extra = {"transformers": "local", "openai": "remote"}.get(name, "all")
-            raise ConfigurationError(
-                f"backend {name!r} needs extra packages: pip install 'vlmguard-plugins[{extra}]' "
-                f"({exc})"
-            ) from exc
-        return _build(name, factory, kwargs)
+            raise _install_hint(name, exc) from exc
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return _build(name, ep.load(), kwargs)
