@@ -543,5 +543,277 @@ def test_the_scripted_rewriter_answers_each_case() -> None:
     assert rewriter.rewrite(text, images=images).prompt == SAFE_REWRITE
 
 
+# -- the LlamaIndex adapter ----------------------------------------------------------
+
+
+def llama_block(part: Any) -> Any:
+    """One OpenAI-form content part as the LlamaIndex block a user would send.
+
+    Raises pydantic's ``ValidationError`` where LlamaIndex refuses to build the block.
+    """
+    from llama_index.core.base.llms.types import (
+        AudioBlock,
+        CitableBlock,
+        DocumentBlock,
+        ImageBlock,
+        TextBlock,
+        VideoBlock,
+    )
+
+    if isinstance(part, str):
+        return TextBlock(text=part)
+    kind = part["type"]
+    if kind in ("text", "input_text"):
+        return TextBlock(text=part["text"])
+    if kind == "image_url":
+        return ImageBlock(url=part["image_url"]["url"])
+    if kind == "input_image":
+        return ImageBlock(url=part["image_url"])
+    if kind == "input_audio":
+        return AudioBlock(audio=part["input_audio"]["data"].encode(), format="wav")
+    if kind == "video_url":
+        return VideoBlock(url=part["video_url"]["url"])
+    if kind == "file":
+        return DocumentBlock(data=part["file"]["file_data"].encode())
+    # LlamaIndex has no unknown block: one it has and the guard does not read stands in.
+    return CitableBlock(content=[TextBlock(text=str(part))], source="hostile", title="x")
+
+
+def llama_messages(messages: list[dict[str, Any]]) -> list[Any]:
+    """OpenAI-form messages as LlamaIndex ``ChatMessage`` blocks."""
+    from llama_index.core.base.llms.types import ChatMessage
+
+    converted = []
+    for message in messages:
+        content = message["content"]
+        parts = [content] if isinstance(content, str) else content or []
+        converted.append(ChatMessage(role=message["role"], blocks=[llama_block(p) for p in parts]))
+    return converted
+
+
+def llama_rewrite_recorder() -> Any:
+    """An instrumentation handler keeping the ``RewriteResult`` of every rewrite event."""
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index_vlmguard import VLMGuardRewriteEvent
+
+    class RewriteRecorder(BaseEventHandler):
+        results: list[Any] = []
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "HostileRewriteRecorder"
+
+        def handle(self, event: Any, **kwargs: Any) -> None:
+            if isinstance(event, VLMGuardRewriteEvent):
+                self.results.append(event.result)
+
+    return RewriteRecorder(results=[])
+
+
+def llama_call(entry: str, vlm: Any, rewriter: Rewriter, messages: list[Any]) -> None:
+    """Guard ``messages`` through ``entry`` and send what it gives to ``vlm``."""
+    from llama_index_vlmguard import VLMGuardLLM, aguard_messages, guard_messages
+
+    if entry == "guard_messages":
+        vlm.chat(guard_messages(messages, rewriter, allow_local_files=False).messages)
+    elif entry == "aguard_messages":
+        guarded = asyncio.run(aguard_messages(messages, rewriter, allow_local_files=False))
+        vlm.chat(guarded.messages)
+    else:
+        asyncio.run(VLMGuardLLM(llm=vlm, rewriter=rewriter).achat(messages))
+
+
+def llama_user_text(messages: list[Any]) -> str:
+    """The text of the last user message the wrapped LLM received."""
+    from llama_index.core.base.llms.types import TextBlock
+
+    last = [m for m in messages if m.role.value == "user"][-1]
+    return "\n".join(block.text for block in last.blocks if isinstance(block, TextBlock))
+
+
+LLAMA_ENTRIES = ("guard_messages", "aguard_messages", "VLMGuardLLM.achat")
+
+
+@pytest.mark.parametrize("entry", LLAMA_ENTRIES)
+@pytest.mark.parametrize("case", [c for c in IN_PROCESS if c.core], ids=ids)
+def test_llama_index_guard_answers_each_case_as_documented(case: HostileCase, entry: str) -> None:
+    # The adapter is a separate distribution: without it installed there is nothing to run.
+    pytest.importorskip("llama_index_vlmguard")
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
+    from pydantic import ValidationError
+
+    vlm = MockLLMWithChatMemoryOfLastCall(max_tokens=None, is_chat_model=True)
+    rewriter = build_rewriter()
+    openai_messages = case.build_messages()
+    started = time.perf_counter()
+    try:
+        messages = llama_messages(openai_messages)
+    except ValidationError as exc:
+        # LlamaIndex itself refused the hostile input: a refusal, owed only where the
+        # case is refused.
+        assert case.outcome == "refused", (
+            f"{case.name}: LlamaIndex refused to build the messages of a case owed "
+            f"{case.outcome}: {str(exc)[:300]}"
+        )
+        check_within(case, time.perf_counter() - started, "LlamaIndex's ChatMessage")
+        return
+    recorder = llama_rewrite_recorder()
+    dispatcher = get_dispatcher()
+    dispatcher.add_event_handler(recorder)
+    try:
+        if case.outcome == "refused":
+            assert case.error is not None
+            with pytest.raises(case.error):
+                llama_call(entry, vlm, rewriter, messages)
+            elapsed = time.perf_counter() - started
+            assert vlm.last_chat_messages is None, f"{case.name}: the wrapped LLM was called"
+        else:
+            llama_call(entry, vlm, rewriter, messages)
+            elapsed = time.perf_counter() - started
+    finally:
+        dispatcher.event_handlers.remove(recorder)
+    check_within(case, elapsed, entry)
+    if case.outcome == "refused":
+        return
+    assert vlm.last_chat_messages is not None, f"{case.name}: the wrapped LLM was never called"
+    received = llama_user_text(vlm.last_chat_messages)
+    shielded = received.startswith(shield_prompt("")[:40])
+    assert shielded == (case.outcome == "fallback"), (case.name, received[:200])
+    assert len(recorder.results) == 1, (case.name, recorder.results)
+    result = recorder.results[0]
+    if case.outcome == "fallback":
+        assert result.risk is None and result.fallback, (case.name, result_outcome(result))
+    else:
+        assert result.risk is not None and result.fallback is None, (
+            case.name,
+            result_outcome(result),
+        )
+        if case.prompt is not None:
+            assert received == case.prompt
+
+
+# -- the NeMo Guardrails rail --------------------------------------------------------
+
+NEMO_REFUSAL = "I'm sorry, I can't respond to that."
+NEMO_ANSWER = "Here is a careful answer."
+
+NEMO_CONFIG_YML = """\
+import_paths:
+  - nemoguardrails_vlmguard
+passthrough: true
+rails:
+  input:
+    flows:
+      - vlmguard rewrite input
+  tool_input:
+    flows:
+      - vlmguard check tool input
+"""
+
+
+def nemo_config_py() -> str:
+    """The configuration's ``config.py``: ``register`` with this file's ``build_rewriter``."""
+    import inspect
+
+    return (
+        "from nemoguardrails_vlmguard import register\n"
+        "from vlmguard_plugins import Rewriter, URLPolicy\n"
+        "from vlmguard_plugins.hostile import metadata_resolver, responder\n"
+        "from vlmguard_plugins.testing import ScriptedBackend\n\n\n"
+        + inspect.getsource(build_rewriter)
+        + "\n\ndef init(app):\n    register(app, rewriter=build_rewriter())\n"
+    )
+
+
+@pytest.fixture
+def nemo_app(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Builds ``LLMRails`` with the rail and a main LLM that records its prompts."""
+    pytest.importorskip("nemoguardrails_vlmguard")
+    from nemoguardrails import LLMRails, RailsConfig
+    from nemoguardrails.rails.llm import config as rails_config
+    from nemoguardrails.testing import FakeLLMModel
+    from nemoguardrails_vlmguard import colang_path
+
+    # NeMo reads COLANGPATH at import; an editable checkout's rail is added as it would be.
+    monkeypatch.setattr(
+        rails_config, "colang_path_dirs", [*rails_config.colang_path_dirs, str(colang_path())]
+    )
+
+    class RecordingLLM(FakeLLMModel):
+        def __init__(self) -> None:
+            super().__init__(responses=[NEMO_ANSWER] * 5)
+            self.prompts: list[Any] = []
+
+        async def generate_async(self, prompt, *, stop=None, **kwargs):  # type: ignore[no-untyped-def]
+            self.prompts.append(prompt)
+            return await super().generate_async(prompt, stop=stop, **kwargs)
+
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "config.yml").write_text(NEMO_CONFIG_YML)
+    (folder / "config.py").write_text(nemo_config_py())
+
+    def make() -> tuple[Any, RecordingLLM]:
+        llm = RecordingLLM()
+        return LLMRails(RailsConfig.from_path(str(folder)), llm=llm), llm
+
+    return make
+
+
+def nemo_user_text(prompt: Any) -> str:
+    """The text of the last user message of a main-LLM call (or the prompt string)."""
+    if isinstance(prompt, str):
+        return prompt
+    content = [m for m in prompt if m.role.value == "user"][-1].content
+    if isinstance(content, str):
+        return content
+    return "\n".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text")
+
+
+@pytest.mark.parametrize("case", [c for c in IN_PROCESS if c.core], ids=ids)
+async def test_nemoguardrails_rail_answers_each_case_as_documented(
+    case: HostileCase, nemo_app: Any
+) -> None:
+    from vlmguard_plugins import errors
+
+    app, llm = nemo_app()
+    messages = case.build_messages()
+    started = time.perf_counter()
+    response = await app.generate_async(messages=messages, options={"output_vars": ["vlmguard"]})
+    check_within(case, time.perf_counter() - started, "LLMRails.generate_async")
+    verdict = response.output_data["vlmguard"]
+    answer = response.response[-1]["content"]
+    if case.outcome == "refused":
+        assert verdict is not None and verdict.action == "refuse", (
+            f"{case.name}: the rail did not refuse (action "
+            f"{getattr(verdict, 'action', None)}, risk {getattr(verdict, 'risk', None)})"
+        )
+        assert answer == NEMO_REFUSAL, (case.name, answer)
+        assert llm.prompts == [], f"{case.name}: a refused request reached the main LLM"
+        assert verdict.risk == "unknown"
+        assert case.error is not None
+        assert issubclass(getattr(errors, verdict.error_type), case.error), (
+            f"{case.name}: expected {case.error.__name__}, got {verdict.error_type}: "
+            f"{verdict.error}"
+        )
+        return
+    assert verdict is not None and verdict.action != "refuse", (
+        f"{case.name}: refused ({verdict.error_type}: {verdict.error}) a case owed {case.outcome}"
+    )
+    assert answer == NEMO_ANSWER, (case.name, answer)
+    assert len(llm.prompts) == 1, case.name
+    received = nemo_user_text(llm.prompts[-1])
+    shielded = received.startswith(shield_prompt("")[:40])
+    assert shielded == (case.outcome == "fallback"), (case.name, received[:200])
+    if case.outcome == "fallback":
+        assert verdict.risk == "unknown" and verdict.fallback, (case.name, verdict)
+        assert verdict.action == "shield"
+    else:
+        assert verdict.risk != "unknown" and verdict.fallback is None, (case.name, verdict)
+        if case.prompt is not None:
+            assert received == case.prompt
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--zygote"]:
     zygote()
