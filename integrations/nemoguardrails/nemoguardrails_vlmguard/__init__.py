@@ -36,8 +36,19 @@ from .actions import (
 )
 from .conversation import conversation_from_events, conversation_from_tool_messages
 from .rail import UserMessage, VLMGuardRail, VLMGuardRewrite
-from .registration import INPUT_FLOW, TOOL_INPUT_FLOW, colang_path, get_rail, register
+from .registration import (
+    INPUT_FLOW,
+    TOOL_INPUT_FLOW,
+    add_to_colang_path,
+    colang_path,
+    get_rail,
+    register,
+)
 from .settings import SETTINGS_KEY, VLMGuardSettings
+
+# An editable install lives outside site-packages, where NeMo looks for import paths:
+# make ``import_paths: [nemoguardrails_vlmguard]`` resolve without COLANGPATH.
+add_to_colang_path()
 
 FLOW_NAME = INPUT_FLOW
 """The input rail's flow name, in Colang 1.0 and 2.x alike."""
@@ -55,6 +66,7 @@ __all__ = [
     "VLMGuardRail",
     "VLMGuardRewrite",
     "VLMGuardSettings",
+    "add_to_colang_path",
     "colang_path",
     "conversation_from_events",
     "conversation_from_tool_messages",
