@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..rewriter import Rewriter
 from .chat import ChatCompletionRequest
-from .config import GatewaySettings
+from .config import ENV_PREFIX, GatewaySettings
 from .errors import GatewayError, error_response, invalid_request
 from .guard import Guard, guard_report
 from .metrics import GatewayMetrics
@@ -251,6 +252,7 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
         connect_timeout_s=settings.upstream_connect_timeout_s,
         max_connections=settings.upstream_max_connections,
         metrics=metrics,
+        clients=settings.upstream_clients,
     )
     client_keys = [key.encode("utf-8") for key in settings.client_api_keys]
 
@@ -445,22 +447,73 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json_bytes(payload) + b"\n\n"
 
 
+APP_FACTORY = "vlmguard_plugins.server.app:create_app_from_env"
+STARTUP_FAILURE = 3
+"""uvicorn's exit status for a worker that failed to start (``uvicorn.config``)."""
+"""The import string of :func:`create_app_from_env`, for ``uvicorn --factory``."""
+
+
+def create_app_from_env() -> FastAPI:
+    """Build the gateway from the ``VLMGUARD_GATEWAY_*`` environment variables alone.
+
+    The app factory of each worker process of ``vlmguard serve --workers N``; it also
+    serves ``uvicorn --factory vlmguard_plugins.server.app:create_app_from_env``.
+
+    A gateway that cannot be built (invalid variables, a rewriter that cannot load) is
+    logged and ends the process with uvicorn's startup-failure status, so uvicorn's
+    process manager stops instead of restarting the worker again and again.
+
+    Raises:
+        SystemExit: the gateway cannot be built.
+    """
+    try:
+        return create_app(GatewaySettings.load())
+    except Exception as exc:
+        logger.error("the gateway could not start: %s", exc)
+        raise SystemExit(STARTUP_FAILURE) from exc
+
+
 def serve(
-    settings: GatewaySettings, rewriter: Rewriter | None = None, log_level: str = "info"
+    settings: GatewaySettings,
+    rewriter: Rewriter | None = None,
+    log_level: str = "info",
+    workers: int | None = None,
 ) -> None:
     """Run the gateway with uvicorn until SIGINT/SIGTERM, then finish requests in flight.
 
+    With more than one worker (``workers``, else ``settings.workers``), uvicorn starts
+    that many processes on the same socket, each building the gateway with
+    :func:`create_app_from_env`: ``settings`` are put in this process's environment
+    (``VLMGUARD_GATEWAY_*``, which the workers inherit) first.  A ready ``rewriter``
+    cannot be shared with other processes, so it needs a single worker.
+
     uvicorn's access log records paths without their query strings
     (:class:`RedactQueryStrings`).
+
+    Raises:
+        ValueError: a ``rewriter`` with more than one worker.
+        ConfigurationError: ``settings`` cannot be written as variables.
     """
     import uvicorn
 
-    uvicorn.run(
-        create_app(settings, rewriter),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
+    count = settings.workers if workers is None else workers
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
         # Annotated as int by uvicorn, but used as an asyncio timeout: fractions work.
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
-        server_header=False,
-    )
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "server_header": False,
+    }
+    if count <= 1:
+        uvicorn.run(create_app(settings, rewriter), **options)
+        return
+    if rewriter is not None:
+        raise ValueError("a ready rewriter cannot be shared by several worker processes")
+    variables = settings.environment()
+    for name in settings.unset_environment():
+        os.environ.pop(name, None)
+    os.environ.update(variables)
+    os.environ[f"{ENV_PREFIX}WORKERS"] = "1"  # a worker is one process
+    redact_access_logs()
+    uvicorn.run(APP_FACTORY, factory=True, workers=count, **options)

@@ -91,6 +91,14 @@ def serve(
             help=f"Let the guard fetch http(s) image URLs {_env('ALLOW_REMOTE_IMAGES')}",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Gateway processes sharing the port, each with its own rewriter (default 1) "
+            f"{_env('WORKERS')}",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the OpenAI-compatible guard gateway: every chat request is rewritten first."""
@@ -119,6 +127,7 @@ def serve(
             cors_origins=cors_origin or None,
             max_body_bytes=max_body_bytes,
             allow_remote_images=allow_remote_images,
+            workers=workers,
         )
         rewriter = settings.rewriter_settings()
         model = rewriter.backend_kwargs().get("model", "")
@@ -126,7 +135,7 @@ def serve(
             f"[bold]vlmguard gateway[/] on http://{settings.host}:{settings.port}/v1 -> "
             f"{settings.upstream_url} (rewriter: {rewriter.backend} {model}, on error: "
             f"{settings.on_error}, unsupported content: {settings.unsupported_content}, "
-            f"client keys: {len(settings.client_api_keys)})"
+            f"client keys: {len(settings.client_api_keys)}, workers: {settings.workers})"
         )
         run_gateway(settings, log_level=log_level)
     except ModuleNotFoundError as exc:

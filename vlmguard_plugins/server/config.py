@@ -58,7 +58,15 @@ class GatewaySettings(BaseSettings):
         default=300.0, gt=0, description="Longest wait for the upstream between two bytes."
     )
     upstream_connect_timeout_s: float = Field(default=10.0, gt=0)
-    upstream_max_connections: int = Field(default=1000, ge=1)
+    upstream_max_connections: int = Field(
+        default=1000, ge=1, description="Connections to the upstream at most, all pools together."
+    )
+    upstream_clients: int = Field(
+        default=8,
+        ge=1,
+        description="Connection pools the upstream connections are spread over (each request "
+        "takes the next in turn); small pools keep httpx's per-request bookkeeping cheap.",
+    )
 
     # -- the rewriter ------------------------------------------------------------------
     rewriter_backend: str = Field(
@@ -119,6 +127,12 @@ class GatewaySettings(BaseSettings):
     )
     graceful_shutdown_s: float = Field(
         default=30.0, ge=0, description="On shutdown, wait this long for requests in flight."
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Gateway processes sharing the port (each with its own rewriter, "
+        "upstream pools and metrics).",
     )
 
     # -- images (the core's limits) ------------------------------------------------------
@@ -183,6 +197,45 @@ class GatewaySettings(BaseSettings):
         except ValidationError as exc:
             problems = "; ".join(_describe(error) for error in exc.errors())
             raise ConfigurationError(f"invalid gateway settings: {problems}") from exc
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``VLMGUARD_GATEWAY_*`` variables, for :meth:`load` in another process.
+
+        Every field is included except those that are None (their variables must be
+        unset, see :meth:`unset_environment`).  Secrets are in clear: put the result
+        in a process's environment, never in a log.
+
+        Raises:
+            ConfigurationError: a list item holds a comma, which a variable cannot carry.
+        """
+        variables: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, list):
+                if any("," in item for item in value):
+                    raise ConfigurationError(
+                        f"{name}: an item holds a comma, which {ENV_PREFIX}{name.upper()} "
+                        "cannot carry"
+                    )
+                text = ",".join(value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            variables[f"{ENV_PREFIX}{name.upper()}"] = text
+        return variables
+
+    def unset_environment(self) -> list[str]:
+        """The ``VLMGUARD_GATEWAY_*`` variables to remove so :meth:`load` reads None."""
+        return [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in type(self).model_fields
+            if getattr(self, name) is None
+        ]
 
     def rewriter_settings(self) -> RewriterSettings:
         """The core's settings for the rewriter these settings describe.

@@ -5,12 +5,19 @@ headers is forwarded, so neither a client key leaks upstream nor the upstream ke
 to a client.  Failures become :class:`GatewayError` with the status a client
 expects: 502 when the upstream is down or fails, 504 when it is too slow, and the
 upstream's own status for the client's mistakes (400, 404, 422, 429).
+
+The connections are spread over several ``httpx.AsyncClient`` pools, taken in turn:
+httpcore looks at every connection of a pool each time a request starts and ends, so
+with hundreds of streams in flight one large pool costs more CPU than the relaying.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -32,9 +39,12 @@ class Upstream:
         api_key: sent as ``Authorization: Bearer``; None sends no key.
         timeout_s: longest wait between two bytes of the answer.
         connect_timeout_s: longest wait to connect (and for a free pooled connection).
-        max_connections: connections kept open to the upstream at most.
+        max_connections: connections kept open to the upstream at most (all pools together).
         metrics: where upstream latency and errors are counted.
-        transport: an httpx transport (tests may pass one; normally None).
+        transport: an httpx transport (tests may pass one; normally None), shared by
+            every pool.
+        clients: how many connection pools to spread the connections over; each
+            request takes the next one in turn.  Never more than ``max_connections``.
     """
 
     def __init__(
@@ -47,22 +57,38 @@ class Upstream:
         max_connections: int,
         metrics: GatewayMetrics,
         transport: httpx.AsyncBaseTransport | None = None,
+        clients: int = 1,
     ) -> None:
+        if clients < 1 or max_connections < 1:
+            raise ValueError("clients and max_connections must be at least 1")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                # Shorter than the usual server keep-alive (uvicorn, hence vLLM: 5 s), so
-                # the gateway does not pick a connection the upstream is about to close.
-                keepalive_expiry=KEEPALIVE_EXPIRY_S,
-            ),
-            transport=transport,
+        count = min(clients, max_connections)
+        # Rounded up: together the pools may hold up to count - 1 connections more
+        # than max_connections, never fewer.
+        per_client = math.ceil(max_connections / count)
+        self.clients: tuple[httpx.AsyncClient, ...] = tuple(
+            httpx.AsyncClient(
+                base_url=base_url.rstrip("/") + "/",
+                headers=headers,
+                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
+                limits=httpx.Limits(
+                    max_connections=per_client,
+                    max_keepalive_connections=per_client,
+                    # Shorter than the usual server keep-alive (uvicorn, hence vLLM: 5 s),
+                    # so the gateway does not pick a connection the upstream is about to
+                    # close.
+                    keepalive_expiry=KEEPALIVE_EXPIRY_S,
+                ),
+                transport=transport,
+            )
+            for _ in range(count)
         )
+        self._turn = itertools.cycle(self.clients)
+
+    def next_client(self) -> httpx.AsyncClient:
+        """The pool the next request goes through (round-robin)."""
+        return next(self._turn)
 
     async def open(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False
@@ -81,15 +107,16 @@ class Upstream:
             headers["Content-Type"] = "application/json"
         if stream:
             headers["Accept"] = "text/event-stream"
-        request = self.client.build_request(method, path, content=content, headers=headers)
+        client = self.next_client()
+        request = client.build_request(method, path, content=content, headers=headers)
         started = time.perf_counter()
         try:
             try:
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 # A pooled keep-alive connection the upstream closed just as it was
                 # reused: nothing was answered, so send once more on a fresh one.
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             self.metrics.upstream_errors.labels(kind="timeout").inc()
             raise upstream_timeout(
@@ -141,8 +168,13 @@ class Upstream:
         )
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self.client.aclose()
+        """Close the pooled connections of every pool (each is closed even if one fails)."""
+        results = await asyncio.gather(
+            *(client.aclose() for client in self.clients), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 def json_bytes(value: Any) -> bytes:
