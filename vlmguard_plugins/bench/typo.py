@@ -75,7 +75,7 @@ def render_typo_images(
     files = scenario_files(data_dir)
     target = Path(out_dir) if out_dir else Path(data_dir) / "mm-safetybench" / "imgs"
     chosen = list(scenarios) if scenarios else list(files)
-    jobs = []
+    jobs: list[tuple[str, str, str]] = []
     for scenario in chosen:
         questions = read_json(files[scenario], "mm-safetybench")
         jobs.extend((scenario, qid, rec["Key Phrase"]) for qid, rec in questions.items())
