@@ -76,13 +76,15 @@ class InstantRewriterBackend:
         pass
 
 
-def _serve_gateway(port: int, upstream_url: str) -> None:
+def _serve_gateway(port: int, upstream_url: str, upstream_clients: int = 8) -> None:
     import uvicorn
 
     from vlmguard_plugins import Rewriter
     from vlmguard_plugins.server import GatewaySettings, create_app
 
-    settings = GatewaySettings(upstream_url=upstream_url, port=port)
+    settings = GatewaySettings(
+        upstream_url=upstream_url, port=port, upstream_clients=upstream_clients
+    )
     rewriter = Rewriter(InstantRewriterBackend(), max_concurrency=settings.rewriter_max_concurrency)
     uvicorn.run(
         create_app(settings, rewriter),
@@ -268,6 +270,9 @@ def main() -> None:
     parser.add_argument("--chunk-interval-ms", type=float, default=50.0)
     parser.add_argument("--client-procs", type=int, default=4, help="processes making the load")
     parser.add_argument(
+        "--upstream-clients", type=int, default=8, help="connection pools to the upstream"
+    )
+    parser.add_argument(
         "--memory-rounds",
         type=int,
         default=0,
@@ -285,7 +290,11 @@ def main() -> None:
             args=(upstream_port, args.chunks, args.chunk_interval_ms / 1000),
             daemon=True,
         ),
-        context.Process(target=_serve_gateway, args=(gateway_port, upstream_url), daemon=True),
+        context.Process(
+            target=_serve_gateway,
+            args=(gateway_port, upstream_url, args.upstream_clients),
+            daemon=True,
+        ),
     ]
     for server in servers:
         server.start()
