@@ -17,6 +17,7 @@ from vlmguard_plugins.conformance import (
     conformance_cases,
     image_digest,
     rewriting_backend,
+    texts_and_images,
 )
 from vlmguard_plugins.conversation import (
     Conversation,
@@ -200,36 +201,16 @@ async def test_core_conformance(case) -> None:  # type: ignore[no-untyped-def]
     assert guarded.result is not None and guarded.result.prompt == REWRITE
     assert_case_seen(case, backend.calls)
     forwarded = to_openai(guarded.conversation)
-    texts, images = _texts_and_images(forwarded)
-    system_texts = [t for m in case.messages if m["role"] == "system" for t in _texts([m])]
+    texts, images = texts_and_images(forwarded)
+    system_texts = [
+        t for m in case.messages if m["role"] == "system" for t in texts_and_images([m])[0]
+    ]
     assert_nothing_unseen(case, backend.calls, texts, images, allowed_texts=system_texts)
     assert any(REWRITE in t for t in texts)
     # Every image of the input reaches the model, where it was.
     assert [image_digest(i) for i in images] == [
-        image_digest(i) for i in _texts_and_images(case.messages)[1]
+        image_digest(i) for i in texts_and_images(case.messages)[1]
     ]
-
-
-def _texts(messages: list[dict[str, object]]) -> list[str]:
-    return _texts_and_images(messages)[0]
-
-
-def _texts_and_images(messages: list[dict[str, object]]) -> tuple[list[str], list[str]]:
-    texts: list[str] = []
-    images: list[str] = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                if part.get("type") in ("text", "input_text"):
-                    texts.append(part["text"])
-                elif part.get("type") == "image_url":
-                    images.append(part["image_url"]["url"])
-                elif part.get("type") == "input_image":
-                    images.append(part["image_url"])
-    return texts, images
 
 
 async def test_image_in_turn_one_is_judged_with_the_question_in_turn_three() -> None:

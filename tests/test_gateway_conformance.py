@@ -29,6 +29,7 @@ from vlmguard_plugins.conformance import (
     conformance_cases,
     image_digest,
     rewriting_backend,
+    texts_and_images,
 )
 from vlmguard_plugins.errors import (
     ImageInputError,
@@ -119,26 +120,6 @@ def _error_code(error: openai.APIStatusError) -> object:
     return body["code"]
 
 
-def _texts_and_images(messages: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    texts: list[str] = []
-    images: list[str] = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            for part in content:
-                kind = part.get("type")
-                if kind in ("text", "input_text"):
-                    texts.append(part["text"])
-                elif kind == "image_url":
-                    images.append(part["image_url"]["url"])
-                elif kind == "input_image":
-                    url = part["image_url"]
-                    images.append(url["url"] if isinstance(url, dict) else url)
-    return texts, images
-
-
 def _last_user_index(messages: list[dict[str, Any]]) -> int:
     return max(i for i, message in enumerate(messages) if message["role"] == "user")
 
@@ -161,15 +142,15 @@ def test_gateway_conformance(gw: Served, case: ConformanceCase) -> None:
     gw.chat(sent)
     forwarded = gw.forwarded()["messages"]
     assert_case_seen(case, gw.backend.calls)
-    texts, images = _texts_and_images(forwarded)
-    system_texts = _texts_and_images([m for m in case.messages if m["role"] == "system"])[0]
+    texts, images = texts_and_images(forwarded)
+    system_texts = texts_and_images([m for m in case.messages if m["role"] == "system"])[0]
     assert_nothing_unseen(case, gw.backend.calls, texts, images, allowed_texts=system_texts)
 
     target = _last_user_index(case.messages)
-    assert REWRITE in _texts_and_images([forwarded[target]])[0]
+    assert REWRITE in texts_and_images([forwarded[target]])[0]
     # Every image reaches the model where it was; every other message as it was sent.
     assert [image_digest(i) for i in images] == [
-        image_digest(i) for i in _texts_and_images(case.messages)[1]
+        image_digest(i) for i in texts_and_images(case.messages)[1]
     ]
     assert len(forwarded) == len(case.messages)
     for index, message in enumerate(case.messages):

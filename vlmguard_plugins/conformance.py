@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -339,6 +339,31 @@ def image_digest(source: str | bytes | Image.Image) -> str:
     return hashlib.sha256(rgb.tobytes() + repr(rgb.size).encode()).hexdigest()
 
 
+def texts_and_images(messages: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """Every text and image URL of OpenAI-form messages, in order: what a model received.
+
+    Read here, independently of the project's converters, so a test of an entry point
+    does not check a converter with itself.
+    """
+    texts: list[str] = []
+    images: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        for part in content or []:
+            kind = part.get("type")
+            if kind in ("text", "input_text"):
+                texts.append(part["text"])
+            elif kind == "image_url":
+                images.append(part["image_url"]["url"])
+            elif kind == "input_image":
+                url = part["image_url"]
+                images.append(url["url"] if isinstance(url, Mapping) else url)
+    return texts, images
+
+
 def seen_by_rewriter(calls: Sequence[ScriptedCall]) -> tuple[str, set[str]]:
     """All text the rewriter read (its prompts) and the digests of the images it received."""
     texts: list[str] = []
@@ -399,4 +424,5 @@ __all__ = [
     "png_data_url",
     "rewriting_backend",
     "seen_by_rewriter",
+    "texts_and_images",
 ]

@@ -28,6 +28,7 @@ from vlmguard_plugins.conformance import (
     conformance_cases,
     image_digest,
     rewriting_backend,
+    texts_and_images,
 )
 
 REFUSAL = "I'm sorry, I can't respond to that."
@@ -40,25 +41,6 @@ def conformance_settings(**extra: Any) -> dict[str, Any]:
         "backend_options": {"outputs": list(rewriting_backend().outputs)},
         **extra,
     }
-
-
-def texts_and_images(messages: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Every text and every image URL in OpenAI-style messages, in order."""
-    texts: list[str] = []
-    images: list[str] = []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, str):
-            texts.append(content)
-            continue
-        for part in content or []:
-            if part.get("type") in ("text", "input_text"):
-                texts.append(part["text"])
-            elif part.get("type") == "image_url":
-                images.append(part["image_url"]["url"])
-            elif part.get("type") == "input_image":
-                images.append(part["image_url"])
-    return texts, images
 
 
 def case_id(case: ConformanceCase) -> str:
