@@ -206,8 +206,9 @@ def parse_output(raw: str) -> ParsedOutput:
         )
 
     head = text[: opening.start()]
-    after = _risk_word(text[close.end() :], analysis_first=False) if close else None
-    word = _risk_word(head) or after
+    word = _risk_word(head)
+    if word is None and close is not None:  # a verdict given after the rewrite
+        word = _risk_word(text[close.end() :], analysis_first=False)
     risk = _RISK_WORDS.get(word.lower()) if word else None
     return ParsedOutput(analysis=_analysis(head), risk=risk, rewrite=rewrite)
 
