@@ -33,7 +33,7 @@ docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
-	$(PY) benchmarks/perf_core.py
+	$(PY) perf/perf_core.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache

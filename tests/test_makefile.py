@@ -12,7 +12,7 @@ def test_every_python_script_a_target_runs_exists() -> None:
     makefile = (ROOT / "Makefile").read_text()
     scripts = re.findall(r"\$\(PY\) (\S+\.py)", makefile)
     modules = re.findall(r"\$\(PY\) -m (\S+)", makefile)
-    assert "benchmarks/perf_core.py" in scripts
+    assert "perf/perf_core.py" in scripts
     for script in scripts:
         assert (ROOT / script).is_file(), script
     for module in modules:

@@ -1,6 +1,6 @@
 """Benchmark harness performance: concurrency of the harness and batching of local targets.
 
-Run: .venv/bin/python benchmarks/perf_bench.py [--data-dir ../shared/benchmarks]
+Run: .venv/bin/python perf/perf_bench.py [--data-dir ../shared/benchmarks]
 
 1. FigStep-Tiny (50 samples) with the ``vlmguard`` defence, a rewriter that answers
    in 50 ms (a stand-in for a remote rewriter server) and inspect's mock target:

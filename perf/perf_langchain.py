@@ -5,7 +5,7 @@ adapter adds per call: converting the LangChain input to the core's conversation
 core's coverage check and request building (``Rewriter.guard``), the Runnable machinery
 (callback manager, run tree, custom event) and converting the output back.
 
-Run: .venv/bin/python benchmarks/perf_langchain.py
+Run: .venv/bin/python perf/perf_langchain.py
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Prints, per phase: requests, errors, incomplete streams, p50/p99 time to the fir
 content chunk and to the end of the stream; then the latency the gateway adds (gateway
 minus direct), the gateway's CPU time per request and its memory before and after.
 
-Run: .venv/bin/python benchmarks/perf_gateway.py            (200 clients, 30 s per phase)
-     .venv/bin/python benchmarks/perf_gateway.py --clients 20 --duration 5   (a quick look)
+Run: .venv/bin/python perf/perf_gateway.py            (200 clients, 30 s per phase)
+     .venv/bin/python perf/perf_gateway.py --clients 20 --duration 5   (a quick look)
      add --memory-rounds 3 to load the gateway again and watch its memory
 """
 

@@ -5,7 +5,7 @@ The teacher and target stand in for remote servers with a fixed latency per call
 OpenAI-compatible server; ``--latency-ms 0`` measures our own per-sample cost
 (image loading, prompts, parsing, journalling).
 
-    .venv/bin/python benchmarks/perf_train.py [--samples 40] [--latency-ms 50]
+    .venv/bin/python perf/perf_train.py [--samples 40] [--latency-ms 50]
 """
 
 from __future__ import annotations

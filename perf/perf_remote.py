@@ -3,7 +3,7 @@
 The server (vlmguard_plugins.testing_server) runs in a child process, so the CPU time
 measured here is the client's alone.
 
-Run: .venv/bin/python benchmarks/perf_remote.py
+Run: .venv/bin/python perf/perf_remote.py
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Prints: the ordinary requests' p50/p99 latency added by the gateway with and wit
 the mix and their ratio, ``/healthz`` latency, the gateway's peak resident memory, the
 statuses of the hostile requests (never a 500) and the slowest hostile case.
 
-Run: .venv/bin/python benchmarks/perf_hostile.py --quick   (about 30 s)
-     .venv/bin/python benchmarks/perf_hostile.py           (5 rounds of 10 s phases)
+Run: .venv/bin/python perf/perf_hostile.py --quick   (about 30 s)
+     .venv/bin/python perf/perf_hostile.py           (5 rounds of 10 s phases)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ core calls are timed alongside for reference: ``Rewriter.arewrite`` (the rewrite
 and ``Rewriter.aguard`` (what the rail calls: coverage, the rewrite and write-back for
 the same conversation); the rail's own share is what is left.
 
-Run: .venv/bin/python benchmarks/perf_nemoguardrails.py
+Run: .venv/bin/python perf/perf_nemoguardrails.py
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ the machine hits both sides alike; figures are medians over rounds.  The last se
 times one tool-calling model call alone (``achat_with_tools``), without the workflow
 engine around it.
 
-Run: .venv/bin/python benchmarks/perf_llama_index_agent.py
+Run: .venv/bin/python perf/perf_llama_index_agent.py
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the batcher vs a direct generate, decode tokens of the ``<unchanged/>`` marker vs a copy,
 and the core's own overhead.
 
-Run: .venv/bin/python benchmarks/perf_core.py [batched] [lone] [tokens] [overhead]
+Run: .venv/bin/python perf/perf_core.py [batched] [lone] [tokens] [overhead]
 (all parts when none is named).
 """
 

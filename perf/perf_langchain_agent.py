@@ -14,7 +14,7 @@ middleware, the sync path's hop to the rewriter's loop, the graph's extra node).
 are interleaved (plain, guarded, plain, ...) so load on the machine hits both sides
 alike; figures are medians over rounds.
 
-Run: .venv/bin/python benchmarks/perf_langchain_agent.py
+Run: .venv/bin/python perf/perf_langchain_agent.py
 """
 
 from __future__ import annotations

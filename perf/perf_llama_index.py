@@ -8,7 +8,7 @@ compares with ``Rewriter.guard`` on the same conversation built by hand, which i
 core call the adapter makes, so the difference is the conversion; "RAG" times a whole
 query engine over a small index with and without the guarded LLM.
 
-Run: .venv/bin/python benchmarks/perf_llama_index.py
+Run: .venv/bin/python perf/perf_llama_index.py
 """
 
 from __future__ import annotations
