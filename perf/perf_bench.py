@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vlmguard_plugins import Rewriter
@@ -22,6 +24,7 @@ from vlmguard_plugins.bench.run import run_benchmark
 from vlmguard_plugins.testing import ScriptedBackend, make_tiny_model
 
 REWRITER_DELAY_S = 0.05
+ROUNDS = 3
 
 
 def _offline_tiktoken() -> None:
@@ -42,6 +45,19 @@ def _timed(**kwargs: object) -> float:
     return elapsed
 
 
+def _interleaved(
+    first: Callable[[], float], second: Callable[[], float]
+) -> tuple[float, float, str]:
+    """Run the two alternately ``ROUNDS`` times; medians of each and of the paired ratios."""
+    firsts, seconds, ratios = [], [], []
+    for _ in range(ROUNDS):
+        firsts.append(first())
+        seconds.append(second())
+        ratios.append(firsts[-1] / seconds[-1])
+    ratio = f"x{statistics.median(ratios):.1f} (rounds x{min(ratios):.1f} to x{max(ratios):.1f})"
+    return statistics.median(firsts), statistics.median(seconds), ratio
+
+
 def harness_concurrency(data_dir: str) -> None:
     def run(max_samples: int) -> float:
         backend = ScriptedBackend.rewriting_to("Explain safely.", delay_s=REWRITER_DELAY_S)
@@ -55,12 +71,11 @@ def harness_concurrency(data_dir: str) -> None:
         )
 
     run(16)  # warm-up: imports, first log
-    sequential = run(1)
-    concurrent = run(16)
+    sequential, concurrent, ratio = _interleaved(lambda: run(1), lambda: run(16))
     print(
-        f"harness, 50 samples, {REWRITER_DELAY_S * 1000:.0f} ms rewriter: "
-        f"sequential {sequential:.2f} s, concurrent (16) {concurrent:.2f} s, "
-        f"speed-up x{sequential / concurrent:.1f}"
+        f"harness, 50 samples, {REWRITER_DELAY_S * 1000:.0f} ms rewriter "
+        f"(medians of {ROUNDS} interleaved rounds): "
+        f"sequential {sequential:.2f} s, concurrent (16) {concurrent:.2f} s, speed-up {ratio}"
     )
 
 
@@ -82,11 +97,11 @@ def tiny_target_batching(data_dir: str) -> None:
             )
 
         run(16)  # warm-up: model load, kernels
-        sequential = run(1)
-        batched = run(16)
+        sequential, batched, ratio = _interleaved(lambda: run(1), lambda: run(16))
     print(
-        f"tiny target, 50 samples, 16 tokens: one at a time {sequential:.2f} s, "
-        f"16 connections (batched) {batched:.2f} s, speed-up x{sequential / batched:.1f}"
+        f"tiny target, 50 samples, 16 tokens (medians of {ROUNDS} interleaved rounds): "
+        f"one at a time {sequential:.2f} s, 16 connections (batched) {batched:.2f} s, "
+        f"speed-up {ratio}"
     )
 
 

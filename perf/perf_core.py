@@ -27,34 +27,60 @@ from vlmguard_plugins.prompts import build_messages
 from vlmguard_plugins.testing import ScriptedBackend, make_tiny_model
 
 N_CONCURRENT = 16
+BATCH_ROUNDS = 7
 LONE_ROUNDS = 9
 LONE_CALLS = 20
 BENIGN_PROMPT_TOKENS = (20, 200, 2000)
 
 
-async def batched_vs_sequential(model_dir: str) -> None:
+async def batched_vs_sequential(model_dir: str, rounds: int = BATCH_ROUNDS) -> None:
+    """One-at-a-time and concurrent runs alternate, ``rounds`` times; the figures are the
+    medians over rounds (a round's ratio pairs two runs taken under the same load)."""
     backend = TransformersBackend(model_dir, max_batch_size=N_CONCURRENT)
     rewriter = Rewriter(backend=backend, max_new_tokens=32, max_concurrency=N_CONCURRENT)
     image = Image.new("RGB", (224, 224), "orange")
     texts = [f"What is shown here? ({i})" for i in range(N_CONCURRENT)]
     await rewriter.arewrite("warm-up", images=[image])
 
-    started = time.perf_counter()
-    for text in texts:
-        await rewriter.arewrite(text, images=[image])
-    sequential = time.perf_counter() - started
+    async def one_at_a_time() -> float:
+        started = time.perf_counter()
+        for text in texts:
+            await rewriter.arewrite(text, images=[image])
+        return time.perf_counter() - started
 
-    started = time.perf_counter()
-    await asyncio.gather(*(rewriter.arewrite(text, images=[image]) for text in texts))
-    batched = time.perf_counter() - started
+    async def concurrent() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(rewriter.arewrite(text, images=[image]) for text in texts))
+        return time.perf_counter() - started
+
+    sequential_runs, batched_runs, ratios = [], [], []
+    for index in range(rounds):
+        # Alternate which goes first so that a drift in load does not favour one side.
+        if index % 2:
+            batched = await concurrent()
+            sequential = await one_at_a_time()
+        else:
+            sequential = await one_at_a_time()
+            batched = await concurrent()
+        sequential_runs.append(sequential)
+        batched_runs.append(batched)
+        ratios.append(sequential / batched)
+    sequential = statistics.median(sequential_runs)
+    batched = statistics.median(batched_runs)
     sizes = backend.batcher.batch_sizes[-4:]
-    print(f"tiny model, {N_CONCURRENT} rewrites x 32 new tokens, one 224x224 image each")
+    print(
+        f"tiny model, {N_CONCURRENT} rewrites x 32 new tokens, one 224x224 image each "
+        f"(medians of {rounds} interleaved rounds)"
+    )
     print(f"  one at a time : {sequential:6.2f} s  ({N_CONCURRENT / sequential:5.1f} rewrites/s)")
     print(
         f"  concurrent    : {batched:6.2f} s  ({N_CONCURRENT / batched:5.1f} rewrites/s), "
         f"last batch sizes {sizes}"
     )
-    print(f"  speed-up      : {sequential / batched:5.1f}x")
+    print(
+        f"  speed-up      : {statistics.median(ratios):5.1f}x "
+        f"(rounds {min(ratios):.1f}x to {max(ratios):.1f}x)"
+    )
 
 
 async def lone_request(model_dir: str) -> None:
