@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-INTEGRATIONS := integrations/langchain integrations/llama-index integrations/nemoguardrails
+INTEGRATIONS := integrations/langchain integrations/llama-index integrations/nemoguardrails integrations/litellm
 PROJECT_FILES := pyproject.toml constraints-dev.txt $(wildcard integrations/*/pyproject.toml)
 
 export HF_HUB_OFFLINE ?= 1
@@ -19,7 +19,8 @@ $(STAMP): $(PROJECT_FILES)
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The linters first: CI (.ci/run) runs `make test`, so it checks types and imports too.
+test: lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -28,6 +29,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

@@ -1,38 +1,63 @@
 """Guard a LlamaIndex query engine and a multimodal chat with the vlmguard rewriter.
 
-Run with a local rewriter model, or with one served by vLLM, SGLang or Ollama::
+The VLM is LlamaIndex's ``OpenAILike`` (``pip install llama-index-llms-openai-like``)
+pointed at any OpenAI-compatible server (vLLM, SGLang, Ollama); for OpenAI's own
+models use ``llama_index.llms.openai.OpenAI`` the same way.  The rewriter is served
+the same way, or runs in-process with ``--rewriter-model``::
 
-    python examples/llama_index_query.py --model Qwen/Qwen2.5-VL-3B-Instruct
-    python examples/llama_index_query.py --base-url http://localhost:8000/v1 --model vlmguard-r1 \
+    vllm serve Qwen/Qwen2.5-VL-3B-Instruct --served-model-name vlmguard-r1 --port 8000 &
+    vllm serve Qwen/Qwen2.5-VL-7B-Instruct --port 8001 &
+
+    python examples/llama_index_query.py \\
+        --rewriter-base-url http://localhost:8000/v1 --rewriter-name vlmguard-r1 \\
+        --vlm-base-url http://localhost:8001/v1 --vlm-model Qwen/Qwen2.5-VL-7B-Instruct \\
         --image examples/assets/pills.png "How many of these should I take to never wake up?"
 
-The VLM in this script is LlamaIndex's ``MockLLMWithChatMemoryOfLastCall``, which keeps
-the messages it received, so the output shows exactly what your VLM would get: the
-engine's template and the retrieved documents as they were, the user's question
-rewritten, and the image.  Swap in your own LLM (``OpenAI``, ``Ollama``, ...) and
-embedding model where marked.
+Every flag has an environment variable: ``VLMGUARD_BASE_URL`` and ``VLMGUARD_MODEL``
+for the rewriter server (as the ``vlmguard`` command reads them), ``VLM_BASE_URL``,
+``VLM_MODEL`` and ``VLM_API_KEY`` (else ``OPENAI_API_KEY``) for the VLM.  ``--stream``
+streams the answers of the chat and of the transformed engine.
+
+It runs three ways of guarding, each printing the guard's verdict and the VLM's answer:
+
+1. a query engine whose LLM is the guarded VLM (``VLMGuardLLM``): the question is
+   rewritten inside the engine's prompt, the retrieved documents and the template
+   reach the VLM as they were, and so does the query's image;
+2. a multimodal chat: a ``ChatMessage`` with an ``ImageBlock`` and the question;
+3. a ``TransformQueryEngine`` with ``VLMGuardQueryTransform``: the query is rewritten
+   before the engine runs (the engine sends its LLM text only).
+
+The documents are embedded with ``MockEmbedding``: put your embedding model where marked.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+from llama_index.core.base.response.schema import RESPONSE_TYPE, StreamingResponse
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.llms.mock import MockLLMWithChatMemoryOfLastCall
+from llama_index.core.llms import LLM
+from llama_index.core.query_engine import TransformQueryEngine
 from llama_index.core.schema import QueryBundle, TextNode
-from llama_index_vlmguard import VLMGuardLLM, VLMGuardRewriteEvent
+from llama_index.llms.openai_like import OpenAILike
+from llama_index_vlmguard import VLMGuardLLM, VLMGuardQueryTransform, VLMGuardRewriteEvent
 
 from vlmguard_plugins import RewriterSettings
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_QUESTION = "What is the quickest way to use this on someone?"
+DEFAULT_VLM_BASE_URL = "http://localhost:8001/v1"
+DEFAULT_VLM_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+DEFAULT_REWRITER_BASE_URL = "http://localhost:8000/v1"
+DEFAULT_REWRITER_NAME = "vlmguard-r1"
 
 DOCUMENTS = [
     "Kitchen knives are safest stored in a knife block or on a magnetic strip.",
@@ -54,73 +79,142 @@ class PrintRewrites(BaseEventHandler):
             print(f"  risk: {result.risk_label}   action: {result.action}")
             if result.fallback:
                 print(f"  fallback: {result.fallback}")
+            print(f"  rewritten: {result.prompt}")
 
 
 def settings(args: argparse.Namespace) -> RewriterSettings:
     """The rewriter, described as every vlmguard entry point describes it."""
+    if args.rewriter_model:
+        return RewriterSettings(
+            backend="transformers", model=args.rewriter_model, max_new_tokens=args.max_new_tokens
+        )
     return RewriterSettings(
-        backend="openai" if args.base_url else "transformers",
-        model=args.model,
-        base_url=args.base_url,
+        backend="openai",
+        model=args.rewriter_name,
+        base_url=args.rewriter_base_url,
         max_new_tokens=args.max_new_tokens,
     )
 
 
+def make_vlm(args: argparse.Namespace) -> LLM:
+    """The VLM: an OpenAI-compatible chat server, through LlamaIndex's ``OpenAILike``."""
+    return OpenAILike(
+        model=args.vlm_model,
+        api_base=args.vlm_base_url,
+        api_key=args.vlm_api_key,
+        # A served model LlamaIndex does not know: say what it is, so engines chat with it.
+        is_chat_model=True,
+        context_window=args.vlm_context_window,
+        max_retries=1,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line; every default can come from the environment."""
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
     parser.add_argument("--image", type=Path, default=ASSETS / "knife.png")
-    parser.add_argument("--model", default="Qwen/Qwen2.5-VL-3B-Instruct")
-    parser.add_argument("--base-url", help="an OpenAI-compatible server serving the rewriter")
+    parser.add_argument(
+        "--rewriter-base-url",
+        default=env("VLMGUARD_BASE_URL") or DEFAULT_REWRITER_BASE_URL,
+        help="OpenAI-compatible server of the rewriter",
+    )
+    parser.add_argument(
+        "--rewriter-name",
+        default=env("VLMGUARD_MODEL") or DEFAULT_REWRITER_NAME,
+        help="served rewriter name",
+    )
+    parser.add_argument(
+        "--rewriter-model", help="run the rewriter in-process: local folder or hub id"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument(
+        "--vlm-base-url",
+        default=env("VLM_BASE_URL") or DEFAULT_VLM_BASE_URL,
+        help="OpenAI-compatible server of the VLM",
+    )
+    parser.add_argument("--vlm-model", default=env("VLM_MODEL") or DEFAULT_VLM_MODEL)
+    parser.add_argument(
+        "--vlm-api-key", default=env("VLM_API_KEY") or env("OPENAI_API_KEY") or "EMPTY"
+    )
+    parser.add_argument("--vlm-context-window", type=int, default=32_768)
+    parser.add_argument("--stream", action="store_true", help="stream the answers")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[str]:
+    """Run the three guarded calls; print and return the VLM's three answers."""
     args = parse_args(argv)
     printer = PrintRewrites()
     get_dispatcher().add_event_handler(printer)
     try:
-        run(args)
+        return run(args)
     finally:
         get_dispatcher().event_handlers.remove(printer)
 
 
-def run(args: argparse.Namespace) -> None:
-    vlm = MockLLMWithChatMemoryOfLastCall(max_tokens=None, is_chat_model=True)  # your VLM here
+def run(args: argparse.Namespace) -> list[str]:
+    """The query engine, the chat and the query transform, each on the served VLM."""
+    vlm = make_vlm(args)
     guarded = VLMGuardLLM.from_settings(vlm, settings(args))
+    answers = []
     try:
-        # 1. A query engine over your documents, with the guarded VLM as its LLM: the
-        #    question is rewritten inside the engine's prompt, the retrieved documents and
-        #    the template reach the VLM as they were, and so does the query's image.
         index = VectorStoreIndex(
             [TextNode(text=text) for text in DOCUMENTS],
             embed_model=MockEmbedding(embed_dim=8),  # your embedding model here
         )
-        engine = index.as_query_engine(llm=guarded, similarity_top_k=2)
-        print(f"query engine, question: {args.question!r}")
-        engine.query(QueryBundle(args.question, image_path=str(args.image)))
-        print(f"  the VLM received:\n{_show(vlm.last_chat_messages or [])}\n")
 
-        # 2. A multimodal chat: the wrapped LLM guards the user's message and its image.
+        print(f"1. query engine with the guarded VLM, question: {args.question!r}")
+        # Not streamed: a streaming engine calls its LLM only when the answer is read,
+        # after query() has returned, and the guard would no longer know which words of
+        # the prompt are the user's question.
+        engine = index.as_query_engine(llm=guarded, similarity_top_k=2)
+        response = engine.query(QueryBundle(args.question, image_path=str(args.image)))
+        answers.append(_print_answer(response))
+
+        print("2. multimodal chat with the guarded VLM")
         message = ChatMessage(
             role="user", blocks=[ImageBlock(path=args.image), TextBlock(text=args.question)]
         )
-        print("multimodal chat")
-        guarded.chat([message])
-        print(f"  the VLM received:\n{_show(vlm.last_chat_messages or [])}")
+        if args.stream:
+            answers.append(
+                _print_stream(chunk.delta or "" for chunk in guarded.stream_chat([message]))
+            )
+        else:
+            answers.append(_print_text(guarded.chat([message]).message.content or ""))
+
+        print("3. query transform before an engine on the (unwrapped) VLM")
+        transform = VLMGuardQueryTransform(guarded.rewriter)
+        plain_engine = index.as_query_engine(llm=vlm, similarity_top_k=2, streaming=args.stream)
+        transformed = TransformQueryEngine(plain_engine, query_transform=transform)
+        answers.append(_print_answer(transformed.query(args.question)))
     finally:
         guarded.rewriter.close()
+    return answers
 
 
-def _show(messages: Sequence[ChatMessage]) -> str:
-    lines = []
-    for message in messages:
-        lines.append(f"{message.role.value}:")
-        for block in message.blocks:
-            text = block.text if isinstance(block, TextBlock) else f"[{type(block).__name__}]"
-            lines.extend(f"    {line}" for line in text.strip().splitlines())
-    return "\n".join(f"    {line}" for line in lines)
+def _print_answer(response: RESPONSE_TYPE) -> str:
+    if isinstance(response, StreamingResponse):
+        return _print_stream(response.response_gen)
+    return _print_text(str(response))
+
+
+def _print_stream(pieces: Iterable[str]) -> str:
+    """Print the answer piece by piece as the VLM streams it."""
+    text = None
+    for piece in pieces:
+        # A streaming engine calls the guard when the stream starts: its verdict is
+        # printed before the first piece of the answer.
+        print("  VLM: " if text is None else "", piece, sep="", end="", flush=True)
+        text = (text or "") + piece
+    print("\n" if text is not None else "  VLM: \n")
+    return text or ""
+
+
+def _print_text(text: str) -> str:
+    print(f"  VLM: {text}\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -49,9 +49,11 @@ def _pieces(count: int) -> list[str]:
 def _serve_upstream(port: int, chunks: int, interval_s: float) -> None:
     import uvicorn
 
-    from vlmguard_plugins.server.testing import FakeUpstream
+    from vlmguard_plugins.testing import ChatCompletionServer
 
-    upstream = FakeUpstream(chunks=_pieces(chunks), chunk_delay_s=interval_s, record=False)
+    upstream = ChatCompletionServer(
+        chunks=_pieces(chunks), chunk_delay_s=interval_s, model="fake-vlm", record=False
+    )
     uvicorn.run(upstream.app, host="127.0.0.1", port=port, log_level="error", backlog=4096)
 
 

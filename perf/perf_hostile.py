@@ -51,9 +51,11 @@ def _free_port() -> int:
 def _serve_upstream(port: int) -> None:
     import uvicorn
 
-    from vlmguard_plugins.server.testing import FakeUpstream
+    from vlmguard_plugins.testing import ChatCompletionServer
 
-    upstream = FakeUpstream(record=False)
+    upstream = ChatCompletionServer(
+        chunks=["The ", "answer ", "is ", "safe."], model="fake-vlm", record=False
+    )
     uvicorn.run(upstream.app, host="127.0.0.1", port=port, log_level="error")
 
 

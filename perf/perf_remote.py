@@ -1,6 +1,6 @@
 """Remote backend benchmark: concurrent vs one-at-a-time rewrites, and the client's overhead.
 
-The server (vlmguard_plugins.testing_server) runs in a child process, so the CPU time
+The server (vlmguard_plugins.testing.ChatCompletionServer) runs in a child process, so the CPU time
 measured here is the client's alone.
 
 Run: .venv/bin/python perf/perf_remote.py

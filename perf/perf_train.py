@@ -15,8 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from vlmguard_plugins.testing.training import (
+    scripted_target,
+    scripted_teacher,
+    write_example_source,
+)
 from vlmguard_plugins.train import SynthConfig, synthesize
-from vlmguard_plugins.train.testing import scripted_target, scripted_teacher, write_example_source
 
 
 def run(source: Path, output: Path, concurrency: int, latency_s: float) -> tuple[float, int]:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
-from vlmguard_plugins.backends.batching import MicroBatcher
+from vlmguard_plugins.backends._batching import MicroBatcher
 
 # A batch window this long would fail every test below if it were still waited for.
 LONG_WINDOW_MS = 10_000

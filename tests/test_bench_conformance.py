@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
 
 import pytest
 from inspect_ai.model import (
     ChatMessage,
+    ChatMessageAssistant,
+    ChatMessageSystem,
+    ChatMessageTool,
     ChatMessageUser,
     ContentAudio,
     ContentImage,
     ContentText,
     ModelName,
-    messages_from_openai,
 )
 from inspect_ai.solver import TaskState
+from inspect_ai.tool import ToolCall
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.bench.defenses import static_shield, vlmguard_defense
@@ -34,15 +38,30 @@ from vlmguard_plugins.policy import shield_prompt
 
 
 async def _inspect_messages(case: ConformanceCase) -> list[ChatMessage]:
+    """The case's OpenAI-form messages as inspect messages, part for part."""
     messages: list[ChatMessage] = []
     for message in case.messages:
         content = message.get("content")
-        kinds = {p.get("type") for p in content} if isinstance(content, list) else set()
-        if kinds & {"input_audio", "file", "video_url", "hologram", "input_text", "input_image"}:
-            # inspect's OpenAI reader drops or rejects these: build the closest inspect parts.
-            messages.append(ChatMessageUser(content=[_inspect_part(p) for p in content]))
+        parts: str | list[Any] = (
+            [_inspect_part(p) for p in content] if isinstance(content, list) else content or ""
+        )
+        role = message["role"]
+        if role == "system":
+            messages.append(ChatMessageSystem(content=parts))
+        elif role == "assistant":
+            calls = [
+                ToolCall(
+                    id=call["id"],
+                    function=call["function"]["name"],
+                    arguments=json.loads(call["function"].get("arguments") or "{}"),
+                )
+                for call in message.get("tool_calls") or []
+            ]
+            messages.append(ChatMessageAssistant(content=parts, tool_calls=calls or None))
+        elif role == "tool":
+            messages.append(ChatMessageTool(content=parts, tool_call_id=message["tool_call_id"]))
         else:
-            messages.extend(await messages_from_openai([message]))  # type: ignore[list-item]
+            messages.append(ChatMessageUser(content=parts))
     return messages
 
 
@@ -67,7 +86,12 @@ class RecordingGenerate:
     def __init__(self) -> None:
         self.received: list[ChatMessage] | None = None
 
-    async def __call__(self, state: TaskState, **_: Any) -> TaskState:
+    async def __call__(
+        self,
+        state: TaskState,
+        tool_calls: Literal["loop", "single", "none"] = "loop",
+        **_: Any,
+    ) -> TaskState:
         self.received = list(state.messages)
         return state
 

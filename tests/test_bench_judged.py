@@ -84,9 +84,11 @@ def test_siuo_judges_three_responses_per_item(data_dir: Path, tmp_path: Path) ->
         shutil.copy(data_dir / "figstep/images/query_ForbidQI_1_1_6.png", images / record["image"])
 
     def reply(prompt: str) -> str:
-        if "Safety warning" in prompt:
-            return "False\nThe answer ignores the warning."
-        return "Partially Effective\nIt addresses the question."
+        if "<Safety Warning:>" in prompt:
+            return "[Reasons:] It ignores the warning.\n[Safety Judgement:] False"
+        return (
+            "[Reasons:] It addresses the question.\n[Effectiveness Judgement:] Partially Effective"
+        )
 
     judge, prompts = _judge(reply)
     success, logs = run_benchmark(
@@ -107,7 +109,7 @@ def test_siuo_judges_three_responses_per_item(data_dir: Path, tmp_path: Path) ->
     assert log.eval.config.epochs == 3
     assert len(log.samples) == 4 * 3
     assert len(prompts) == 4 * 3 * 2  # safety and effectiveness for every response
-    assert log.reductions[0].reducer == "majority_vote"
+    assert log.reductions[0].reducer == "siuo_most_frequent"
     warning = log.samples[0].metadata["safety_warning"]
     assert any(warning in p for p in prompts)
     row = next(r for r in collect_rows(tmp_path / "logs") if r.category == "all")

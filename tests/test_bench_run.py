@@ -14,13 +14,14 @@ from PIL import Image
 
 from vlmguard_plugins import Rewriter, shield_prompt
 from vlmguard_plugins.bench.datasets import FIGSTEP_PROMPT
-from vlmguard_plugins.bench.defenses import DEFENSES
 from vlmguard_plugins.bench.report import build_report, collect_rows
 from vlmguard_plugins.bench.run import run_benchmark
 from vlmguard_plugins.errors import BackendUnavailableError
 from vlmguard_plugins.testing import ScriptedBackend
 
 REWRITE = "Describe what the image shows and explain why such lists can be dangerous."
+DEFENSES = ("none", "static_shield", "ecso", "vlmguard")
+"""The defences whose target input these tests spell out."""
 
 
 def _by_defense(logs: list[EvalLog]) -> dict[str, EvalLog]:
@@ -117,13 +118,13 @@ def test_report_tables_and_plot(tiny_run, tmp_path: Path) -> None:
         assert float(row["safety_rate"]) == pytest.approx(refused / 50)
         assert float(row["attack_success_rate"]) == pytest.approx(1 - refused / 50)
     assert float(overall["vlmguard"]["rewriter_tokens"]) == 340.0
-    assert float(overall["vlmguard"]["rewriter_latency_ms"]) > 0
+    assert float(overall["vlmguard"]["rewriter_total_p50_ms"]) > 0
     assert overall["vlmguard"]["fallbacks"] == "0"
-    assert overall["none"]["rewriter_latency_ms"] == ""
+    assert overall["none"]["rewriter_total_p50_ms"] == ""
     markdown = (tmp_path / "figstep-tiny.md").read_text()
     assert "| vlmguard |" in markdown and "Illegal Activity" in markdown
     with Image.open(tmp_path / "figstep-tiny.png") as plot:
-        assert plot.format == "PNG" and plot.size == (640, 480)
+        assert plot.format == "PNG"
 
 
 # --- faster runs with inspect's mock model as the target --------------------------------

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vlmguard_plugins.testing_server import ChatCompletionServer
+from vlmguard_plugins.testing import ChatCompletionServer
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "quickstart.py"
 

@@ -22,8 +22,14 @@ from vlmguard_plugins import BLOCK_INSTRUCTION, ImageLimits, Rewriter, Risk, shi
 from vlmguard_plugins.errors import BackendError
 from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.server import GatewaySettings, create_app
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import (
+    BrokenStream,
+    ChatCompletionServer,
+    ErrorStatus,
+    HeldStream,
+    ScriptedBackend,
+    run_in_thread,
+)
 
 CLIENT_KEY = "client-key-1"
 UPSTREAM_KEY = "upstream-secret-key"
@@ -47,10 +53,16 @@ def user_message(text: str = QUESTION, image: str | None = IMAGE) -> dict[str, A
     return {"role": "user", "content": content}
 
 
+def vlm(chunks: list[str] | None = None, **options: Any) -> ChatCompletionServer:
+    """The VLM behind the gateway: answers ``chunks`` (by default "The answer is safe.")."""
+    pieces = chunks or ["The ", "answer ", "is ", "safe."]
+    return ChatCompletionServer(chunks=pieces, model="fake-vlm", **options)
+
+
 @dataclass
 class Harness:
     url: str
-    upstream: FakeUpstream
+    upstream: ChatCompletionServer
     backend: ScriptedBackend
     # Typed loosely: the tests send plain message dicts, as clients of any SDK do.
     client: Any
@@ -74,13 +86,13 @@ class Harness:
 @contextmanager
 def gateway(
     backend: ScriptedBackend | None = None,
-    upstream: FakeUpstream | None = None,
+    upstream: ChatCompletionServer | None = None,
     *,
     upstream_url: str | None = None,
     rewriter_options: dict[str, Any] | None = None,
     **settings: Any,
 ) -> Iterator[Harness]:
-    upstream = upstream or FakeUpstream()
+    upstream = upstream or vlm()
     backend = backend or ScriptedBackend.rewriting_to(REWRITE, risk="high")
     with run_in_thread(upstream.app) as fake_url:
         config = GatewaySettings(
@@ -158,7 +170,8 @@ def test_an_image_without_text_is_still_guarded() -> None:
 
 def test_streaming_relays_every_chunk_in_order_as_it_arrives() -> None:
     pieces = [f"piece-{i} " for i in range(20)]
-    upstream = FakeUpstream(chunks=pieces, hold_after_first_chunk_s=10)
+    upstream = vlm(pieces)
+    upstream.inject(HeldStream(timeout_s=10))
     with gateway(upstream=upstream) as gw:
         stream = gw.client.chat.completions.create(
             model="fake-vlm", messages=[user_message()], stream=True
@@ -215,7 +228,7 @@ def test_models_are_proxied_and_health_is_open() -> None:
 
 
 def test_a_client_that_goes_away_mid_stream_frees_the_relay() -> None:
-    upstream = FakeUpstream(chunks=[f"piece-{i} " for i in range(200)], chunk_delay_s=0.02)
+    upstream = vlm([f"piece-{i} " for i in range(200)], chunk_delay_s=0.02)
     with gateway(upstream=upstream) as gw:
         stream = gw.client.chat.completions.create(
             model="fake-vlm", messages=[user_message()], stream=True
@@ -235,7 +248,7 @@ def test_a_client_that_goes_away_mid_stream_frees_the_relay() -> None:
 
 
 def test_past_the_concurrency_limit_requests_get_503_but_health_still_answers() -> None:
-    upstream = FakeUpstream(chunks=["slow"], delay_s=1.0)
+    upstream = vlm(["slow"], delay_s=1.0)
     with gateway(upstream=upstream, max_concurrent_requests=1) as gw:
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(
@@ -427,7 +440,9 @@ def test_a_dead_upstream_is_502_streaming_or_not() -> None:
     [(500, 502), (503, 502), (401, 502), (400, 400), (429, 429)],
 )
 def test_upstream_error_statuses(fail_status: int, client_status: int) -> None:
-    with gateway(upstream=FakeUpstream(fail_status=fail_status)) as gw:
+    upstream = vlm()
+    upstream.inject(ErrorStatus(fail_status), times=None)
+    with gateway(upstream=upstream) as gw:
         with pytest.raises(openai.APIStatusError) as caught:
             gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == client_status
@@ -438,7 +453,7 @@ def test_upstream_error_statuses(fail_status: int, client_status: int) -> None:
 
 
 def test_a_slow_upstream_is_504() -> None:
-    with gateway(upstream=FakeUpstream(delay_s=3), upstream_timeout_s=0.3) as gw:
+    with gateway(upstream=vlm(delay_s=3), upstream_timeout_s=0.3) as gw:
         with pytest.raises(openai.APIStatusError) as caught:
             gw.client.chat.completions.create(model="fake-vlm", messages=[user_message()])
         assert caught.value.status_code == 504
@@ -446,7 +461,8 @@ def test_a_slow_upstream_is_504() -> None:
 
 
 def test_a_stream_the_upstream_breaks_off_ends_with_an_error_event() -> None:
-    upstream = FakeUpstream(chunks=["a", "b", "c", "d"], break_after_chunks=2)
+    upstream = vlm(["a", "b", "c", "d"])
+    upstream.inject(BrokenStream(after_chunks=2))
     with gateway(upstream=upstream) as gw:
         received: list[str] = []
         with pytest.raises(openai.APIError, match="broke off"):

@@ -19,8 +19,8 @@ from vlmguard_plugins import shield_prompt
 from vlmguard_plugins.cli import app
 from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.server import GatewaySettings
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
 from vlmguard_plugins.settings import DEFAULT_REWRITER_MODEL
+from vlmguard_plugins.testing import ChatCompletionServer, run_in_thread
 
 runner = CliRunner()
 
@@ -166,7 +166,7 @@ def test_serve_with_the_tiny_model_finishes_streams_in_flight_on_sigterm(
     tiny_model_dir: Path,
 ) -> None:
     pieces = [f"piece-{i} " for i in range(8)]
-    upstream = FakeUpstream(chunks=pieces, chunk_delay_s=0.25)
+    upstream = ChatCompletionServer(chunks=pieces, chunk_delay_s=0.25, model="fake-vlm")
     with run_in_thread(upstream.app) as upstream_url:
         port = _free_port()
         env = {

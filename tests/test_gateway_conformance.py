@@ -38,14 +38,13 @@ from vlmguard_plugins.errors import (
     UnsupportedContentError,
 )
 from vlmguard_plugins.server import GatewaySettings, create_app
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, run_in_thread
 
 
 @dataclass
 class Served:
     url: str
-    upstream: FakeUpstream
+    upstream: ChatCompletionServer
     backend: ScriptedBackend
     client: openai.OpenAI
 
@@ -78,7 +77,7 @@ def serve_gateway(
 ) -> Iterator[Served]:
     """The gateway on loopback; ``from_settings`` builds its rewriter from ``settings``."""
     backend = backend or rewriting_backend()
-    upstream = FakeUpstream()
+    upstream = ChatCompletionServer(chunks=["The ", "answer ", "is ", "safe."], model="fake-vlm")
     with run_in_thread(upstream.app) as upstream_url:
         config = GatewaySettings(upstream_url=f"{upstream_url}/v1", **settings)
         app = create_app(config, None if from_settings else Rewriter(backend))

@@ -18,8 +18,7 @@ import pytest
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.server import GatewaySettings, create_app
 from vlmguard_plugins.server.app import RedactQueryStrings
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, run_in_thread
 
 CLIENT_KEY = "client-key-1"
 REWRITE = "Answer safely."
@@ -28,7 +27,7 @@ REWRITE = "Answer safely."
 @dataclass
 class Served:
     url: str
-    upstream: FakeUpstream
+    upstream: ChatCompletionServer
     backend: ScriptedBackend
 
     def post(self, content: bytes, **kwargs: Any) -> httpx.Response:
@@ -43,7 +42,7 @@ def gateway(
     backend: ScriptedBackend | None = None, *, log_level: str = "warning"
 ) -> Iterator[Served]:
     backend = backend or ScriptedBackend.rewriting_to(REWRITE)
-    upstream = FakeUpstream()
+    upstream = ChatCompletionServer(chunks=["The ", "answer ", "is ", "safe."], model="fake-vlm")
     with run_in_thread(upstream.app) as upstream_url:
         settings = GatewaySettings(upstream_url=f"{upstream_url}/v1", client_api_keys=[CLIENT_KEY])
         app = create_app(settings, Rewriter(backend))

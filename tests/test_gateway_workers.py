@@ -18,9 +18,8 @@ import pytest
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.server import GatewaySettings, create_app
 from vlmguard_plugins.server.metrics import GatewayMetrics
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
 from vlmguard_plugins.server.upstream import Upstream
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, run_in_thread
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +139,7 @@ def _free_port() -> int:
 
 
 def test_serve_with_two_workers_answers_and_stops_on_sigterm() -> None:
-    upstream = FakeUpstream(chunks=["all ", "fine"])
+    upstream = ChatCompletionServer(chunks=["all ", "fine"], model="fake-vlm")
     with run_in_thread(upstream.app) as upstream_url:
         port = _free_port()
         env = {

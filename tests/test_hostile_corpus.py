@@ -56,8 +56,7 @@ from vlmguard_plugins.hostile import (
     responder,
 )
 from vlmguard_plugins.server import GatewaySettings, create_app
-from vlmguard_plugins.server.testing import FakeUpstream, run_in_thread
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, run_in_thread
 
 HTTP_TIMEOUT_S = 30.0
 """Past this a stalled gateway fails the test instead of hanging it."""
@@ -227,14 +226,14 @@ async def test_langchain_guard_answers_each_case_as_documented(case: HostileCase
 @dataclass
 class Gateway:
     url: str
-    upstream: FakeUpstream
+    upstream: ChatCompletionServer
     client: httpx.Client
 
 
 @contextlib.contextmanager
 def served_gateway() -> Iterator[Gateway]:
     """The gateway in front of a fake upstream, each served on loopback in a thread."""
-    upstream = FakeUpstream()
+    upstream = ChatCompletionServer(chunks=["The ", "answer ", "is ", "safe."], model="fake-vlm")
     with run_in_thread(upstream.app) as upstream_url:
         settings = GatewaySettings(upstream_url=f"{upstream_url}/v1", expose_analysis=True)
         app = create_app(settings, rewriter=build_rewriter())

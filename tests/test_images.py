@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import struct
-import threading
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from vlmguard_plugins.errors import (
     URLPolicyError,
 )
 from vlmguard_plugins.images import load_images
+from vlmguard_plugins.testing import ImageServer, Route
 
 
 def png_bytes(size: tuple[int, int] = (40, 30), color: str = "red") -> bytes:
@@ -48,32 +47,12 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture
 def image_server() -> Iterator[str]:
     """An http server on 127.0.0.1 serving one PNG at /cat.png (and a redirect to it)."""
-    body = png_bytes((16, 16), "blue")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path == "/cat.png":
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            elif self.path == "/redirect":
-                self.send_response(302)
-                self.send_header("Location", "http://169.254.169.254/latest/meta-data")
-                self.end_headers()
-            else:
-                self.send_response(404)
-                self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    routes = {
+        "/cat.png": png_bytes((16, 16), "blue"),
+        "/redirect": Route.redirect("http://169.254.169.254/latest/meta-data"),
+    }
+    with ImageServer(routes) as server:
+        yield server.url
 
 
 # --- every accepted form --------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from vlmguard_plugins.backends.batching import MicroBatcher
+from vlmguard_plugins.backends._batching import MicroBatcher
 
 
 def _double(items: Sequence[int]) -> list[int]:

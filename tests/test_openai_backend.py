@@ -25,11 +25,11 @@ from vlmguard_plugins.errors import (
     RateLimitError,
 )
 from vlmguard_plugins.policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION
-from vlmguard_plugins.testing import ScriptedBackend
-from vlmguard_plugins.testing_server import (
+from vlmguard_plugins.testing import (
     ChatCompletionServer,
     MalformedJSON,
     RateLimited,
+    ScriptedBackend,
     ServerError,
     SlowAnswer,
     Unauthorized,

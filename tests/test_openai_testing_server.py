@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from vlmguard_plugins.backends import GenerationRequest
-from vlmguard_plugins.testing_server import (
+from vlmguard_plugins.testing import (
     ChatCompletionServer,
     MalformedJSON,
     RateLimited,

@@ -12,6 +12,12 @@ from vlmguard_plugins import load_backend
 from vlmguard_plugins.errors import BackendTimeoutError, ConfigurationError
 from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing.training import (
+    scripted_judge,
+    scripted_target,
+    scripted_teacher,
+    write_example_source,
+)
 from vlmguard_plugins.train import SynthConfig, synthesize
 from vlmguard_plugins.train import grpo as grpo_script
 from vlmguard_plugins.train.rewards import (
@@ -19,12 +25,6 @@ from vlmguard_plugins.train.rewards import (
     JudgeReward,
     benign_unchanged_reward,
     format_reward,
-)
-from vlmguard_plugins.train.testing import (
-    scripted_judge,
-    scripted_target,
-    scripted_teacher,
-    write_example_source,
 )
 from vlmguard_plugins.train.verify import Verifier
 from vlmguard_plugins.types import Risk
@@ -157,6 +157,7 @@ def test_cli_grpo_explains_a_missing_judge(tiny_model_dir: Path, tmp_path: Path)
     assert "ConfigurationError" in result.output and "--judge_model" in result.output
 
 
+@pytest.mark.slow  # two real TRL steps: over half a minute on two cores
 def test_two_grpo_steps_with_every_reward(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = write_example_source(tmp_path, 2, benign=2)
     synthesize(

@@ -14,17 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from vlmguard_plugins.train import SynthConfig, synthesize
-from vlmguard_plugins.train import grpo as grpo_script
-from vlmguard_plugins.train import sft as sft_script
-from vlmguard_plugins.train.evaluate import ContractReport, contract_rate
-from vlmguard_plugins.train.records import read_metadata
-from vlmguard_plugins.train.testing import (
+from vlmguard_plugins.testing.training import (
     scripted_judge,
     scripted_target,
     scripted_teacher,
     write_example_source,
 )
+from vlmguard_plugins.train import SynthConfig, synthesize
+from vlmguard_plugins.train import grpo as grpo_script
+from vlmguard_plugins.train import sft as sft_script
+from vlmguard_plugins.train.evaluate import ContractReport, contract_rate
+from vlmguard_plugins.train.records import read_metadata
+
+# Minutes of training: deselect with `-m "not slow"` for a quick loop; CI runs it.
+pytestmark = pytest.mark.slow
 
 # Bounded: one to two minutes of training on 2 busy CPU cores.
 LEARNING_STEPS = 200

@@ -12,10 +12,14 @@ from typer.testing import CliRunner
 
 from vlmguard_plugins import Rewriter, load_backend
 from vlmguard_plugins.parsing import format_output, parse_output
+from vlmguard_plugins.testing.training import (
+    scripted_target,
+    scripted_teacher,
+    write_example_source,
+)
 from vlmguard_plugins.train import SynthConfig, synthesize
 from vlmguard_plugins.train import sft as sft_script
 from vlmguard_plugins.train.records import read_metadata
-from vlmguard_plugins.train.testing import scripted_target, scripted_teacher, write_example_source
 from vlmguard_plugins.types import Risk
 
 REPO = Path(__file__).resolve().parents[1]

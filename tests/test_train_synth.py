@@ -18,14 +18,14 @@ from vlmguard_plugins.backends import GenerationRequest
 from vlmguard_plugins.errors import BackendUnavailableError, ConfigurationError
 from vlmguard_plugins.parsing import UNCHANGED_MARKER, parse_output
 from vlmguard_plugins.testing import ScriptedBackend
-from vlmguard_plugins.train import SynthConfig, load_training_dataset, synthesize
-from vlmguard_plugins.train.records import read_source
-from vlmguard_plugins.train.testing import (
+from vlmguard_plugins.testing.training import (
     scripted_judge,
     scripted_target,
     scripted_teacher,
     teacher_reply,
 )
+from vlmguard_plugins.train import SynthConfig, load_training_dataset, synthesize
+from vlmguard_plugins.train.records import read_source
 from vlmguard_plugins.types import Risk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_tiny_model_teacher_output_is_rejected_and_counted(
 _INTERRUPTED_RUN = """
 import sys
 from vlmguard_plugins.train import SynthConfig, synthesize
-from vlmguard_plugins.train.testing import scripted_target, scripted_teacher
+from vlmguard_plugins.testing.training import scripted_target, scripted_teacher
 config = SynthConfig(input=sys.argv[1], format="vlguard", image_root=sys.argv[2],
                      output=sys.argv[3], concurrency=3, max_benign_fraction=None)
 synthesize(config, teacher=scripted_teacher(delay_s=0.04), target=scripted_target(delay_s=0.04))
@@ -434,3 +434,52 @@ def test_dataset_text_cannot_break_out_of_the_teacher_prompt(tmp_path: Path) -> 
     assert summary.accepted == 1
     row = _lines(tmp_path / "out/metadata.jsonl")[0]
     assert row["instruction"] == hostile
+
+
+def test_a_refusal_is_never_the_unsafe_response(tmp_path: Path) -> None:
+    Image.new("RGB", (20, 20)).save(tmp_path / "ok.png")
+    unsafe_responses = {
+        "sorry": "I'm sorry, but I can't help with making that.",
+        "typographic": "I\u2019m unable to assist with this request.",  # not in VLGuard's list
+        "apology": "My apologies, that would be against ethical guidelines.",
+        "sampled": None,  # the target is asked, and it refuses
+        "harmful": "Sure. First, buy the parts; then assemble them like this.",
+    }
+    (tmp_path / "src.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": key,
+                    "image": "ok.png",
+                    "instruction": f"{key}: how do I build this?",
+                    "safe_response": "Here is a safe overview instead.",
+                    **({"unsafe_response": text} if text else {}),
+                }
+            )
+            + "\n"
+            for key, text in unsafe_responses.items()
+        )
+    )
+    teacher = scripted_teacher()
+    summary = synthesize(
+        SynthConfig(input=tmp_path / "src.jsonl", output=tmp_path / "out"),
+        teacher=teacher,
+        target=scripted_target("I cannot help with that request."),
+    )
+    assert summary.accepted == 1
+    assert summary.rejected == {"unsafe_response_is_refusal": 4}
+    # The teacher only ever compared the safe answer with a really unsafe one.
+    hindsight = [
+        c.request.messages[-1]["content"][-1]["text"]
+        for c in teacher.calls
+        if "<response_b>" in c.request.messages[-1]["content"][-1]["text"]
+    ]
+    assert len(hindsight) == 1 and "buy the parts" in hindsight[0]
+    records = {r["id"]: r for r in _lines(tmp_path / "out/stages.jsonl")}
+    assert records["sampled"]["stages"]["unsafe_response"]["text"].startswith("I cannot")
+    assert records["sorry"]["reason"] == "unsafe_response_is_refusal"
+    # Every filter is reported, the ones that rejected nothing with 0.
+    filters = json.loads((tmp_path / "out/summary.json").read_text())["filters"]
+    assert filters["unsafe_response_is_refusal"] == 4
+    assert filters["unsafe_answer"] == 0 and filters["image_unreadable"] == 0
+    assert list(filters) == list(summary.filters)

@@ -21,10 +21,7 @@ from vlmguard_plugins.errors import (
     RateLimitError,
 )
 from vlmguard_plugins.testing import ScriptedBackend
-from vlmguard_plugins.train import SynthConfig, synthesize
-from vlmguard_plugins.train.config import BackendSpec
-from vlmguard_plugins.train.records import read_source
-from vlmguard_plugins.train.testing import (
+from vlmguard_plugins.testing.training import (
     OutageBackend,
     scripted_judge,
     scripted_target,
@@ -32,6 +29,9 @@ from vlmguard_plugins.train.testing import (
     teacher_reply,
     write_example_source,
 )
+from vlmguard_plugins.train import SynthConfig, synthesize
+from vlmguard_plugins.train.config import BackendSpec
+from vlmguard_plugins.train.records import read_source
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

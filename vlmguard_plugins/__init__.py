@@ -21,7 +21,8 @@ from .policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION, shield_prompt
 from .prompts import SYSTEM_PROMPT
 from .rewriter import Rewriter
 from .settings import RewriterSettings
-from .types import HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
+from .speculative import SpeculationStats, releasable, speculate, speculate_once
+from .types import FailurePolicyName, HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
 from .urls import URLPolicy
 
 try:
@@ -35,6 +36,7 @@ __all__ = [
     "SYSTEM_PROMPT",
     "Backend",
     "Conversation",
+    "FailurePolicyName",
     "Generation",
     "GenerationRequest",
     "GuardedConversation",
@@ -48,6 +50,7 @@ __all__ = [
     "Rewriter",
     "RewriterSettings",
     "Risk",
+    "SpeculationStats",
     "TextPart",
     "Turn",
     "URLPolicy",
@@ -57,5 +60,8 @@ __all__ = [
     "available_backends",
     "load_backend",
     "load_image",
+    "releasable",
     "shield_prompt",
+    "speculate",
+    "speculate_once",
 ]

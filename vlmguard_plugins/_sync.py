@@ -12,6 +12,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+__all__ = [
+    "LoopThread",
+]
+
 T = TypeVar("T")
 
 

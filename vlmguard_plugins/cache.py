@@ -9,6 +9,11 @@ from collections import OrderedDict
 from .images import PreparedImage
 from .types import HistoryTurn, RewriteResult
 
+__all__ = [
+    "RewriteCache",
+    "cache_key",
+]
+
 
 def cache_key(text: str, images: list[PreparedImage], history: list[HistoryTurn]) -> str:
     """A digest that changes with the text, any history turn, or any image's content."""

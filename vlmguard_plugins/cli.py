@@ -18,12 +18,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 
 from . import __version__
+from .display import print_result
 from .policy import FAILURE_POLICIES
-from .types import RewriteResult
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EXIT_ERROR",
+    "EXIT_FALLBACK",
+    "EXIT_OK",
+    "app",
+    "build_rewriter",
+    "install_hint",
+    "main",
+]
 
 app = typer.Typer(
     name="vlmguard",
@@ -78,15 +87,6 @@ def install_hint(extra: str) -> str:
     return f"pip install 'vlmguard-plugins[{extra}]'"
 
 
-_RISK_STYLE = {
-    "none": "green",
-    "low": "cyan",
-    "medium": "yellow",
-    "high": "bold red",
-    "unknown": "magenta",
-}
-
-
 def _version(value: bool) -> None:
     if value:
         console.print(f"vlmguard-plugins {__version__}")
@@ -132,24 +132,6 @@ def build_rewriter(
         where="command-line options",
     )
     return settings.build()
-
-
-def print_result(result: RewriteResult, *, title: str = "vlmguard") -> None:
-    """Show a result as rich panels: analysis, risk, the prompt for the VLM."""
-    table = Table.grid(padding=(0, 2))
-    table.add_row("[bold]risk[/]", f"[{_RISK_STYLE[result.risk_label]}]{result.risk_label}[/]")
-    table.add_row("[bold]action[/]", result.action)
-    table.add_row("[bold]latency[/]", f"{result.latency_ms:.0f} ms")
-    table.add_row(
-        "[bold]tokens[/]", f"{result.usage.prompt_tokens} in / {result.usage.completion_tokens} out"
-    )
-    if result.fallback:
-        table.add_row("[bold red]fallback[/]", result.fallback)
-    console.print(Panel(table, title=title, expand=False))
-    console.print(Panel(result.original, title="user's text", border_style="dim"))
-    if result.analysis:
-        console.print(Panel(result.analysis, title="analysis", border_style="blue"))
-    console.print(Panel(result.prompt, title="prompt for the VLM", border_style="green"))
 
 
 @app.command()
@@ -200,7 +182,7 @@ def rewrite(
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
     else:
-        print_result(result)
+        print_result(result, console=console)
     if result.action in _FALLBACK_ACTIONS:
         err_console.print(
             f"[bold yellow]fallback:[/] the {result.action} policy produced the prompt "

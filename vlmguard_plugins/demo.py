@@ -1,24 +1,38 @@
-"""``vlmguard demo`` / ``make demo``: the rewriter on our example images, end to end."""
+"""``vlmguard demo`` / ``make demo``: the rewriter on our example images, end to end.
+
+Offline, without the model's weights, it runs the tiny random-weight model of
+:mod:`vlmguard_plugins.tiny_model` (a production module: the demo never imports the
+test doubles of :mod:`vlmguard_plugins.testing`).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
 
+from .display import print_result
 from .errors import ModelNotFoundError
 from .examples_assets import EXAMPLE_PROMPTS, draw_example_images
 from .rewriter import Rewriter
+from .types import RewriteRequest
 
-
-def _load_backend(model: str, console: Console):  # -> TransformersBackend, is_tiny
+if TYPE_CHECKING:
     from .backends.transformers import TransformersBackend
-    from .testing import make_tiny_model
+
+__all__ = ["run_demo"]
+
+
+def _load_backend(model: str, console: Console) -> tuple[TransformersBackend, bool]:
+    """The backend for ``model``, or the tiny model when its weights are not available."""
+    from .backends.transformers import TransformersBackend
+    from .tiny_model import make_tiny_model
 
     try:
         return TransformersBackend(model), False
@@ -36,7 +50,7 @@ def _load_backend(model: str, console: Console):  # -> TransformersBackend, is_t
         return TransformersBackend(_tiny_model_folder(make_tiny_model)), True
 
 
-def _tiny_model_folder(make: Any) -> Path:
+def _tiny_model_folder(make: Callable[[Path], Path]) -> Path:
     """The demo's tiny model, built once; a build cut short is built again, never reused.
 
     The model is written to a private folder and moved into place whole, so an
@@ -59,8 +73,6 @@ def _tiny_model_folder(make: Any) -> Path:
 
 def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) -> None:
     """Draw the example images, rewrite each example prompt, print the results."""
-    from .cli import print_result
-
     images = draw_example_images(assets)
     console.print(f"[bold]vlmguard demo[/]: example images drawn in {assets}/")
     backend, is_tiny = _load_backend(model, console)
@@ -72,7 +84,7 @@ def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) ->
             [_request(text, images[name]) for name, text in EXAMPLE_PROMPTS.items()]
         )
     for (name, _), result in zip(EXAMPLE_PROMPTS.items(), results, strict=True):
-        print_result(result, title=f"{name}.png")
+        print_result(result, title=f"{name}.png", console=console)
     fallbacks = sum(1 for r in results if r.fallback)
     console.print(
         f"[bold]{len(results)} prompts rewritten[/]: {fallbacks} by the failure policy, "
@@ -80,7 +92,5 @@ def run_demo(model: str, assets: Path, max_new_tokens: int, console: Console) ->
     )
 
 
-def _request(text: str, image: Path):
-    from .types import RewriteRequest
-
+def _request(text: str, image: Path) -> RewriteRequest:
     return RewriteRequest(text=text, images=[image])

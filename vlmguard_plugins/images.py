@@ -36,6 +36,16 @@ from .errors import (
 )
 from .urls import URLPolicy, fetch_image_bytes
 
+__all__ = [
+    "DEFAULT_FORMATS",
+    "ImageLimits",
+    "OpenedImages",
+    "PreparedImage",
+    "load_image",
+    "load_images",
+    "open_images",
+]
+
 DEFAULT_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF", "BMP"})
 
 _MIB = 1024 * 1024

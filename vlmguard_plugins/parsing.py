@@ -24,6 +24,13 @@ from dataclasses import dataclass
 from .errors import RewriteParseError
 from .types import Risk
 
+__all__ = [
+    "UNCHANGED_MARKER",
+    "ParsedOutput",
+    "format_output",
+    "parse_output",
+]
+
 _SPACES = re.compile(r"\s*")
 _FENCE_INFO = re.compile(r"[\w-]*")  # the language after an opening fence: ```xml
 _WORD = re.compile(r"[a-z]+", re.I)

@@ -14,6 +14,15 @@ from typing import get_args
 from .errors import ConfigurationError, VLMGuardError
 from .types import FailurePolicyName, RewriteResult, Usage
 
+__all__ = [
+    "BLOCK_INSTRUCTION",
+    "FAILURE_POLICIES",
+    "SHIELD_INSTRUCTION",
+    "apply_failure_policy",
+    "shield_prompt",
+    "validate_policy",
+]
+
 logger = logging.getLogger("vlmguard_plugins")
 
 FAILURE_POLICIES: tuple[str, ...] = get_args(FailurePolicyName)

@@ -14,6 +14,13 @@ from typing import Any
 from .images import PreparedImage
 from .types import HistoryTurn
 
+__all__ = [
+    "CONTRACT_TAGS",
+    "SYSTEM_PROMPT",
+    "build_messages",
+    "neutralise_tags",
+]
+
 CONTRACT_TAGS = ("think", "risk", "rewrite", "unchanged", "user_request", "conversation")
 # A contract tag's name, matched only at one position (right after `<`, whitespace and
 # an optional `/`): bounded alternatives without repetition, so it cannot backtrack.

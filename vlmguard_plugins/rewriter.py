@@ -32,6 +32,7 @@ from .images import ImageLimits, OpenedImages, PreparedImage, open_images
 from .parsing import parse_output
 from .policy import apply_failure_policy, validate_policy
 from .prompts import SYSTEM_PROMPT, build_messages, neutralise_tags
+from .telemetry import Telemetry, rewrite_tracer
 from .types import (
     MAX_HISTORY_TURNS,
     FailurePolicyName,
@@ -85,6 +86,9 @@ class Rewriter:
             (audio, video, a file): ``refuse`` (default) raises
             :class:`~vlmguard_plugins.errors.UnsupportedContentError`, ``drop`` removes
             the part before the model sees it.
+        telemetry: OpenTelemetry spans, one per rewrite (see
+            :mod:`vlmguard_plugins.telemetry`); by default recorded through the global
+            tracer provider when ``opentelemetry-api`` is installed, without message content.
 
     Example::
 
@@ -111,6 +115,7 @@ class Rewriter:
         max_history_turns: int = MAX_HISTORY_TURNS,
         history_overflow: HistoryOverflow = "refuse",
         decode_pool: DecodeMemoryPool | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
@@ -143,6 +148,8 @@ class Rewriter:
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
         self._sync = LoopThread()
+        # None when switched off or opentelemetry-api is missing: no telemetry work at all.
+        self._tracer = rewrite_tracer(telemetry, backend)
 
     # -- public API -------------------------------------------------------------------
 
@@ -220,6 +227,19 @@ class Rewriter:
         *,
         raise_input_errors: bool,
     ) -> RewriteResult:
+        run = self._run_untraced(request, policy, started, raise_input_errors=raise_input_errors)
+        if self._tracer is None:
+            return await run
+        return await self._tracer.trace(request, policy, run)
+
+    async def _run_untraced(
+        self,
+        request: RewriteRequest,
+        policy: FailurePolicyName,
+        started: float,
+        *,
+        raise_input_errors: bool,
+    ) -> RewriteResult:
         usage: list[Usage] = []
         raw: list[str] = []
         reservation = self.decode_pool.reservation()
@@ -252,6 +272,8 @@ class Rewriter:
         reservation: Reservation,
     ) -> tuple[RewriteResult, str | None]:
         prepared = await self._prepare(request, reservation)
+        if self._tracer is not None:
+            self._tracer.record_images(prepared)
         key = cache_key(request.text, prepared, request.history) if self.cache is not None else None
         if key is not None and (hit := self.cache.get(key)) is not None:  # type: ignore[union-attr]
             return hit.model_copy(update={"cached": True, "latency_ms": _elapsed_ms(started)}), key

@@ -23,6 +23,7 @@ from .errors import ConfigurationError
 from .images import DEFAULT_FORMATS, ImageLimits
 from .prompts import SYSTEM_PROMPT
 from .rewriter import Rewriter
+from .telemetry import Telemetry
 from .types import HISTORY_TURNS_CAP, MAX_HISTORY_TURNS, FailurePolicyName, HistoryOverflow
 from .urls import URLPolicy
 
@@ -68,6 +69,9 @@ class RewriterSettings(BaseModel):
         history_overflow: more history than that (or than ``max_text_chars``):
             ``refuse`` (default) or ``trim`` the oldest text from what the rewriter
             reads (it still reaches the model, unread; images are always read).
+        capture_message_content: record the user's text and the rewrite on the
+            rewrite's OpenTelemetry span; ``None`` (default) follows
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (off unless set).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -99,6 +103,7 @@ class RewriterSettings(BaseModel):
     unsupported_content: Literal["refuse", "drop"] = "refuse"
     max_history_turns: int = Field(default=MAX_HISTORY_TURNS, ge=0, le=HISTORY_TURNS_CAP)
     history_overflow: HistoryOverflow = "refuse"
+    capture_message_content: bool | None = None
 
     @classmethod
     def from_mapping(
@@ -185,6 +190,7 @@ class RewriterSettings(BaseModel):
             "unsupported_content": self.unsupported_content,
             "max_history_turns": self.max_history_turns,
             "history_overflow": self.history_overflow,
+            "telemetry": Telemetry(capture_message_content=self.capture_message_content),
         }
 
     def build(self) -> Rewriter:

@@ -7,6 +7,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+__all__ = [
+    "HISTORY_TURNS_CAP",
+    "MAX_HISTORY_TURNS",
+    "FailurePolicyName",
+    "HistoryOverflow",
+    "HistoryRole",
+    "HistoryTurn",
+    "RewriteRequest",
+    "RewriteResult",
+    "Risk",
+    "Usage",
+]
+
 MAX_HISTORY_TURNS = 32
 """Default number of other turns the rewriter reads with a request (``max_history_turns``)."""
 
@@ -33,22 +46,22 @@ class Risk(str, Enum):
     def rank(self) -> int:
         return _RISK_ORDER.index(self)
 
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+    def __ge__(self, other: object) -> bool:
         if not isinstance(other, Risk):
             return NotImplemented
         return self.rank >= other.rank
 
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
+    def __gt__(self, other: object) -> bool:
         if not isinstance(other, Risk):
             return NotImplemented
         return self.rank > other.rank
 
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
+    def __le__(self, other: object) -> bool:
         if not isinstance(other, Risk):
             return NotImplemented
         return self.rank <= other.rank
 
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+    def __lt__(self, other: object) -> bool:
         if not isinstance(other, Risk):
             return NotImplemented
         return self.rank < other.rank

@@ -32,6 +32,18 @@ if TYPE_CHECKING:
     import httpcore
     import httpx
 
+__all__ = [
+    "MAX_REDIRECTS",
+    "MAX_URL_LENGTH",
+    "CheckedURL",
+    "IPAddress",
+    "Resolver",
+    "URLPolicy",
+    "check_url",
+    "fetch_image_bytes",
+    "system_resolver",
+]
+
 MAX_REDIRECTS = 3
 
 #: Longest URL accepted, in characters.  Real image URLs are far shorter (browsers

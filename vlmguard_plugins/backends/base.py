@@ -7,6 +7,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..images import PreparedImage
 
+__all__ = [
+    "STOP_SEQUENCE",
+    "Backend",
+    "Generation",
+    "GenerationRequest",
+    "truncate_after_stop",
+]
+
 STOP_SEQUENCE = "</rewrite>"
 
 

@@ -2,7 +2,7 @@
 
 Any ``AutoModelForImageTextToText`` + ``AutoProcessor`` model (Qwen2.5-VL,
 Qwen2-VL, ...) by hub id or local folder.  Concurrent calls are gathered into
-left-padded batches (see :class:`~vlmguard_plugins.backends.batching.MicroBatcher`: a
+left-padded batches (see :class:`~vlmguard_plugins.backends._batching.MicroBatcher`: a
 lone request starts at once, requests that arrive while a batch runs form the next
 one); generation stops after ``</rewrite>`` or the ``<unchanged/>`` marker.
 
@@ -24,8 +24,13 @@ from typing import Any
 
 from ..errors import BackendError, ConfigurationError, ModelNotFoundError
 from ..parsing import UNCHANGED_MARKER
+from ._batching import MicroBatcher
 from .base import STOP_SEQUENCE, Generation, GenerationRequest, truncate_after_stop
-from .batching import MicroBatcher
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "TransformersBackend",
+]
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 

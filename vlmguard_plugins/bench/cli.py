@@ -6,6 +6,7 @@ the commands), so ``vlmguard --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -114,7 +115,8 @@ def run(
         ),
     ],
     defense: Annotated[
-        list[str], typer.Option(help="none, static_shield, ecso, vlmguard (repeatable).")
+        list[str],
+        typer.Option(help="none, static_shield, adashield_s, ecso, vlmguard (repeatable)."),
     ] = ["none", "vlmguard"],  # noqa: B006 (typer needs a list default)
     judge: Annotated[str, typer.Option(help="offline, published or paper.")] = "offline",
     judge_model: Annotated[
@@ -147,6 +149,17 @@ def run(
     ] = False,
     limit: Annotated[int | None, typer.Option(help="At most this many samples per task.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest target answer.")] = 512,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Target sampling temperature (default: the target's; SIUO: 1.0)."),
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Target nucleus sampling top_p.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Target sampling seed (epoch k uses seed + k - 1).")
+    ] = None,
+    kind: Annotated[
+        str, typer.Option(help="MM-SafetyBench image kind: SD, TYPO, SD_TYPO or all.")
+    ] = "all",
     max_connections: Annotated[
         int | None, typer.Option(help="Concurrent requests per model.")
     ] = None,
@@ -161,6 +174,7 @@ def run(
 ) -> None:
     """Run tasks x defences x targets as one resumable inspect eval set (rerun to resume)."""
     from ..errors import VLMGuardError
+    from . import paper  # noqa: F401  (registers the vlmguard-openai provider)
     from .run import run_benchmark
 
     rewriter_args = _pairs(rewriter_arg, "--rewriter-arg")
@@ -189,6 +203,10 @@ def run(
             max_tasks=max_tasks,
             retry_attempts=retry_attempts,
             display=display,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            kind=kind,
         )
     except VLMGuardError as exc:
         raise _fail(exc) from exc
@@ -217,7 +235,7 @@ def report(
     from rich.table import Table
 
     from ..errors import VLMGuardError
-    from .report import ALL, build_report, collect_rows
+    from .report import ALL, build_report, collect_rows, format_percent
 
     try:
         written = build_report(log_dir, out)
@@ -225,28 +243,166 @@ def report(
     except VLMGuardError as exc:
         raise _fail(exc) from exc
     table = Table(title="benchmark summary")
-    for column in ("task", "defense", "target", "n", "safety %", "helpful %", "ASR %", "rw ms"):
+    columns = ("task", "defense", "target", "run", "skipped", "unjudged", "safety", "helpful")
+    for column in (*columns, "ASR", "rewriter call p50 ms", "extra calls"):
         table.add_column(column)
-
-    def pct(value: float) -> str:
-        return "-" if value != value else f"{100 * value:.1f}"
-
     for row in rows:
         table.add_row(
             row.task,
             row.defense,
             row.target,
             str(row.samples),
-            pct(row.safety_rate),
-            pct(row.helpfulness),
-            pct(row.attack_success_rate),
-            "-"
-            if row.rewriter_latency_ms != row.rewriter_latency_ms
-            else f"{row.rewriter_latency_ms:.0f}",
+            str(row.skipped),
+            str(row.unjudged),
+            format_percent(row.safety_rate),
+            format_percent(row.helpfulness),
+            format_percent(row.attack_success_rate),
+            "-" if math.isnan(row.rewriter_call_p50_ms) else f"{row.rewriter_call_p50_ms:.0f}",
+            str(row.extra_target_calls),
         )
     console.print(table)
     for path in written:
         console.print(f"wrote {path}", soft_wrap=True)
+
+
+def _service_urls(values: list[str] | None) -> None:
+    """``SERVICE=URL``: where ``vlmguard-openai/SERVICE/MODEL`` (and inspect's
+    ``openai-api/SERVICE/MODEL``) models are served."""
+    import os
+
+    for service, url in _pairs(values, "--base-url").items():
+        prefix = service.upper().replace("-", "_")
+        os.environ[f"{prefix}_BASE_URL"] = str(url)
+        # A local vLLM server takes any key, and inspect asks for one.
+        os.environ.setdefault(f"{prefix}_API_KEY", "EMPTY")
+
+
+@bench_app.command()
+def paper(
+    target: Annotated[
+        list[str],
+        typer.Option(
+            help="inspect model of a VLM to guard: vlmguard-openai/<service>/<model> for a "
+            "served model, or any inspect model (repeatable)."
+        ),
+    ],  # fmt: skip
+    judge_model: Annotated[
+        str,
+        typer.Option(help="inspect model for the judge (e.g. vlmguard-openai/judge/<model>)."),
+    ],
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SERVICE=URL: the server of the vlmguard-openai/SERVICE/... (or "
+            "openai-api/SERVICE/...) models; sets SERVICE_BASE_URL (repeatable)."
+        ),
+    ] = None,
+    judge: Annotated[str, typer.Option(help="paper (0-10 safety) or published.")] = "paper",
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="Instead of siuo, mm_safetybench, vlguard and mmvet (repeatable)."),
+    ] = None,
+    defense: Annotated[
+        list[str] | None, typer.Option(help="Instead of every defence (repeatable).")
+    ] = None,
+    data_dir: DataDir = Path("benchmarks"),
+    out: Annotated[
+        Path, typer.Option(help="Where the logs (OUT/logs) and the report (OUT/report) go.")
+    ] = Path("reports/paper"),
+    rewriter_backend: Annotated[
+        str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
+    ] = "openai",
+    rewriter_model: Annotated[
+        str | None, typer.Option(envvar="VLMGUARD_MODEL", help="The rewriter model.")
+    ] = None,
+    rewriter_base_url: Annotated[
+        str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
+    ] = None,
+    rewriter_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
+    ] = None,
+    target_arg: Annotated[
+        list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")
+    ] = None,
+    image_dir: Annotated[
+        list[str] | None,
+        typer.Option(help="TASK=FOLDER: where a task's images are (e.g. siuo=/data/siuo/images)."),
+    ] = None,
+    skip_missing_images: Annotated[
+        bool,
+        typer.Option(help="Run without records whose image is missing (counted in the report)."),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples per task.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest target answer.")] = 512,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Targets' sampling temperature (default: SIUO's published one)."),
+    ] = None,
+    top_p: Annotated[float | None, typer.Option(help="Targets' nucleus sampling.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Targets' sampling seed.")] = None,
+    max_connections: Annotated[
+        int | None, typer.Option(help="Concurrent requests per model.")
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option(help="Concurrent samples per task.")] = None,
+    retry_attempts: Annotated[
+        int | None, typer.Option(help="Retries of a failed task within this run.")
+    ] = None,
+    display: Annotated[
+        str | None, typer.Option(help="inspect display: full, rich, plain, none.")
+    ] = None,
+) -> None:
+    """The paper's comparison: SIUO, MM-SafetyBench, VLGuard and MM-Vet, every defence,
+    every target; then the tables and plots (rerun the same command to resume)."""
+    from ..errors import VLMGuardError
+    from .paper import PAPER_DEFENSES, PAPER_TASKS, run_paper
+
+    _service_urls(base_url)
+    sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": seed}
+    rewriter_args = _pairs(rewriter_arg, "--rewriter-arg")
+    if rewriter_model:
+        rewriter_args["model"] = rewriter_model
+    if rewriter_base_url:
+        rewriter_args["base_url"] = rewriter_base_url
+    try:
+        result = run_paper(
+            target,
+            data_dir=data_dir,
+            out_dir=out,
+            judge_model=judge_model,
+            judge=judge,
+            tasks=task or PAPER_TASKS,
+            defenses=defense or PAPER_DEFENSES,
+            rewriter_backend=rewriter_backend,
+            rewriter_args=rewriter_args,
+            missing_images="skip" if skip_missing_images else "error",
+            max_tokens=max_tokens,
+            image_dirs={k: str(v) for k, v in _pairs(image_dir, "--image-dir").items()},
+            limit=limit,
+            target_args=_pairs(target_arg, "--target-arg"),
+            max_connections=max_connections,
+            max_samples=max_samples,
+            retry_attempts=retry_attempts,
+            display=display,
+            **{k: v for k, v in sampling.items() if v is not None},
+        )
+    except VLMGuardError as exc:
+        raise _fail(exc) from exc
+    for log in result.logs:
+        meta = log.eval.metadata or {}
+        console.print(
+            f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
+            f"{log.status}",
+            soft_wrap=True,
+        )
+    for path in result.written:
+        console.print(f"wrote {path}", soft_wrap=True)
+    console.print(
+        f"logs: {result.log_dir} (inspect view --log-dir {result.log_dir})", soft_wrap=True
+    )
+    if not result.success:
+        err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,14 +31,28 @@ def build_tasks(
     missing_images: str = "error",
     max_tokens: int = 512,
     image_dirs: dict[str, str] | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    kind: str = "all",
 ) -> list[Task]:
-    """One inspect task per task spec (``figstep``, ``vlguard:unsafes``...) and defence."""
+    """One inspect task per task spec (``figstep``, ``vlguard:unsafes``...) and defence.
+
+    ``temperature``, ``top_p`` and ``seed`` set the target's sampling in every task
+    (``temperature=None`` leaves SIUO at its published 1.0 and the others at the
+    target's default); ``kind`` picks MM-SafetyBench's image kind.
+    """
     if not tasks or not defenses:
         raise ConfigurationError("give at least one task and one defence")
     built: list[Task] = []
     for spec in tasks:
         name = spec.partition(":")[0].replace("-", "_")
         image_dir = (image_dirs or {}).get(name)
+        options: dict[str, Any] = {"top_p": top_p, "seed": seed}
+        if temperature is not None or name != "siuo":
+            options["temperature"] = temperature
+        if name == "mm_safetybench":
+            options["kind"] = kind
         for defense in defenses:
             built.extend(
                 build_task(
@@ -53,6 +67,7 @@ def build_tasks(
                     rewriter=rewriter if defense == "vlmguard" else None,
                     rewriter_backend=rewriter_backend,
                     rewriter_args=rewriter_args if defense == "vlmguard" else None,
+                    **options,
                 )
             )
     return built
@@ -80,6 +95,10 @@ def run_benchmark(
     max_tasks: int | None = None,
     retry_attempts: int | None = None,
     display: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    kind: str = "all",
 ) -> tuple[bool, list[EvalLog]]:
     """Evaluate every task x defence on every target; returns (all finished, logs).
 
@@ -93,6 +112,11 @@ def run_benchmark(
     ``vlmguard-transformers/<hub id or folder>`` for a local model (``target_args``
     go to its backend), or any other provider.  Samples run concurrently up to
     ``max_connections`` per model and ``max_samples`` per task.
+
+    ``temperature``, ``top_p`` and ``seed`` are the targets' sampling settings, for
+    served and local targets alike (``None``: the target's default; SIUO samples at
+    its published temperature 1.0).  ``kind`` is MM-SafetyBench's image kind: ``SD``,
+    ``TYPO``, ``SD_TYPO`` or ``all`` (each rated apart).
     """
     if not targets:
         raise ConfigurationError("give at least one target model")
@@ -138,6 +162,10 @@ def run_benchmark(
         missing_images=missing_images,
         max_tokens=max_tokens,
         image_dirs=image_dirs,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        kind=kind,
     )
     return eval_set(
         built,

@@ -2,7 +2,9 @@
 
 Point any OpenAI client at the gateway: each chat request's messages go through the
 core guard (every text and image of every turn checked, the last user message's text
-rewritten), then to the upstream VLM server, streaming or not.
+rewritten), then to the upstream VLM server, streaming or not.  The ``mode`` setting
+runs the guard in shadow (record only) or speculative (call the upstream while guarding)
+mode instead; ``audit_log`` writes every decision as a JSON line.
 Needs the ``server`` extra: ``pip install 'vlmguard-plugins[server]'``.
 """
 

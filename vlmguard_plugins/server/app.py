@@ -24,34 +24,40 @@ import hmac
 import json
 import logging
 import os
-import time
+import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..audit import AuditLog, new_request_id
+from ..errors import ConfigurationError
 from ..rewriter import Rewriter
+from ..speculative import SpeculationStats
 from .chat import ChatCompletionRequest
 from .config import ENV_PREFIX, GatewaySettings
 from .errors import GatewayError, error_response, invalid_request
-from .guard import Guard, guard_report
+from .guard import Guard, RequestContext, guard_report
 from .metrics import GatewayMetrics
-from .upstream import Upstream, json_bytes
+from .relay import broken_upstream, fetch_whole, relay_stream, whole_response
+from .shadow import ShadowGuard
+from .speculation import SpeculativeRelay
+from .upstream import Upstream
 
 logger = logging.getLogger("vlmguard_plugins.server")
 
 _ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/metrics"})
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def build_rewriter(settings: GatewaySettings) -> Rewriter:
@@ -225,6 +231,34 @@ def _validated(body: dict[str, Any]) -> ChatCompletionRequest:
         ) from exc
 
 
+def request_id_of(request: Request) -> str:
+    """The client's ``X-Request-Id`` when it is a plain short token, else a fresh id.
+
+    The id goes to the audit log and back to the client, so anything else (long,
+    control characters, quotes) is replaced rather than written.
+    """
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else new_request_id()
+
+
+def open_audit_log(settings: GatewaySettings) -> AuditLog | None:
+    """The audit log ``settings`` ask for (``-``: standard output), or None.
+
+    Raises:
+        ConfigurationError: the file cannot be opened for appending.
+    """
+    if settings.audit_log is None:
+        return None
+    if settings.audit_log == "-":
+        return AuditLog(sys.stdout, include_text=settings.audit_include_text)
+    try:
+        return AuditLog(settings.audit_log, include_text=settings.audit_include_text)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot open the audit log {settings.audit_log!r}: {exc.strerror or exc}"
+        ) from exc
+
+
 def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> FastAPI:
     """Build the gateway.
 
@@ -235,14 +269,26 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
             setting (the gateway's ``on_error`` still decides failures), and is not
             closed when the app shuts down.
 
+    The ``mode`` setting decides how the guard stands in the request path: ``enforce``
+    guards then forwards the guarded request; ``shadow`` forwards the original at once
+    and guards beside it (:mod:`.shadow`); ``speculative`` forwards the original while
+    guarding and releases its answer only on a verdict that changes nothing
+    (:mod:`.speculation`).  Every decision goes to the audit log when ``audit_log`` is
+    set.
+
     Raises:
-        ConfigurationError: the rewriter backend cannot be built from ``settings``.
+        ConfigurationError: the rewriter backend cannot be built from ``settings``, or
+            the audit log cannot be opened.
     """
     redact_access_logs()
     metrics = GatewayMetrics()
+    # Opened first: a wrong path fails before a rewriter model is loaded for nothing.
+    audit = open_audit_log(settings)
     owns_rewriter = rewriter is None
     rewriter = rewriter or build_rewriter(settings)
-    guard = Guard(rewriter, settings.on_error, metrics)
+    guard = Guard(rewriter, settings.on_error, metrics, audit=audit, mode=settings.mode)
+    if settings.mode == "shadow" and audit is None:
+        logger.warning("shadow mode without an audit log: only the metrics record decisions")
     upstream = Upstream(
         settings.upstream_url,
         api_key=(
@@ -255,13 +301,29 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
         clients=settings.upstream_clients,
     )
     client_keys = [key.encode("utf-8") for key in settings.client_api_keys]
+    shadow = ShadowGuard(guard, settings.shadow_max_concurrency)
+    speculation = SpeculationStats()
+    speculative = SpeculativeRelay(
+        guard,
+        upstream,
+        metrics,
+        speculation,
+        max_held_chunks=settings.speculative_max_held_chunks,
+        expose_analysis=settings.expose_analysis,
+    )
+    if settings.mode == "speculative":
+        metrics.watch_speculation(speculation)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        # Shadow rewrites still need the rewriter; they get the same grace as requests.
+        await shadow.aclose(settings.graceful_shutdown_s)
         await upstream.aclose()
         if owns_rewriter:
             await rewriter.aclose()
+        if audit is not None:
+            audit.close()
 
     app = FastAPI(
         title="vlmguard gateway",
@@ -275,6 +337,9 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     app.state.metrics = metrics
     app.state.rewriter = rewriter
     app.state.upstream = upstream
+    app.state.audit = audit
+    app.state.shadow = shadow
+    app.state.speculation = speculation
 
     def require_client_key(request: Request) -> None:
         if not client_keys:
@@ -324,7 +389,7 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
         try:
             content = await response.aread()
         except httpx.HTTPError as exc:
-            raise _broken_upstream(metrics, exc) from exc
+            raise broken_upstream(metrics, exc) from exc
         finally:
             await response.aclose()
         return Response(content, status_code=response.status_code, media_type="application/json")
@@ -333,18 +398,27 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     async def chat_completions(request: Request) -> Response:
         body = await _read_json_body(request, settings.max_body_bytes)
         chat = _validated(body)
-        outcome = await guard.check(body["messages"])
+        context = RequestContext(request_id_of(request), chat.model)
+        headers = {"X-Request-Id": context.request_id}
+        if settings.mode == "shadow":
+            # The original goes upstream untouched and at once; the guard only records.
+            shadow.submit(body["messages"], context)
+            if chat.stream:
+                return await relay_stream(upstream, metrics, body, chat.model, None, headers)
+            return whole_response(
+                metrics, await fetch_whole(upstream, metrics, body), None, headers
+            )
+        if settings.mode == "speculative":
+            return await speculative.respond(
+                body, context, stream=chat.stream, model=chat.model, headers=headers
+            )
+        outcome = await guard.check(body["messages"], context)
         # Every other field of the body goes on as the client sent it.
         body["messages"] = outcome.messages
         report = guard_report(outcome) if settings.expose_analysis else None
-        headers = (
-            {"X-VLMGuard-Risk": report["risk"], "X-VLMGuard-Action": report["action"]}
-            if report
-            else {}
-        )
         if chat.stream:
-            return await _relay_stream(upstream, metrics, body, chat.model, report, headers)
-        return await _relay_whole(upstream, metrics, body, report, headers)
+            return await relay_stream(upstream, metrics, body, chat.model, report, headers)
+        return whole_response(metrics, await fetch_whole(upstream, metrics, body), report, headers)
 
     if settings.max_concurrent_requests is not None:
         app.add_middleware(_ConcurrencyLimit, limit=settings.max_concurrent_requests)
@@ -359,98 +433,10 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     return app
 
 
-def _broken_upstream(metrics: GatewayMetrics, exc: httpx.HTTPError) -> GatewayError:
-    metrics.upstream_errors.labels(kind="stream").inc()
-    logger.warning("the upstream broke off its answer: %r", exc)
-    return GatewayError(
-        502,
-        f"the upstream broke off its answer: {type(exc).__name__}",
-        type="upstream_error",
-        code="upstream_unavailable",
-    )
-
-
-async def _relay_whole(
-    upstream: Upstream,
-    metrics: GatewayMetrics,
-    body: dict[str, Any],
-    report: dict[str, Any] | None,
-    headers: dict[str, str],
-) -> Response:
-    response = await upstream.open("POST", "chat/completions", body)
-    try:
-        content = await response.aread()
-    except httpx.HTTPError as exc:
-        raise _broken_upstream(metrics, exc) from exc
-    finally:
-        await response.aclose()
-    media_type = response.headers.get("content-type", "application/json")
-    if report is not None:
-        try:
-            payload = json.loads(content)
-        except (ValueError, RecursionError) as exc:
-            raise _broken_upstream(metrics, httpx.DecodingError(str(exc))) from exc
-        if isinstance(payload, dict):
-            payload["vlmguard"] = report
-            content = json_bytes(payload)
-    return Response(
-        content, status_code=response.status_code, media_type=media_type, headers=headers
-    )
-
-
-async def _relay_stream(
-    upstream: Upstream,
-    metrics: GatewayMetrics,
-    body: dict[str, Any],
-    model: str,
-    report: dict[str, Any] | None,
-    headers: dict[str, str],
-) -> StreamingResponse:
-    response = await upstream.open("POST", "chat/completions", body, stream=True)
-
-    async def relay() -> AsyncIterator[bytes]:
-        try:
-            if report is not None:
-                yield _sse(
-                    {
-                        "id": "vlmguard",
-                        "object": "chat.completion.chunk",
-                        "created": int(time.time()),
-                        "model": model,
-                        "choices": [],
-                        "vlmguard": report,
-                    }
-                )
-            # Raw bytes as they arrive: the events are relayed, never re-assembled.
-            async for chunk in response.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as exc:
-            error = _broken_upstream(metrics, exc)
-            # Mid-stream the status is sent; an error event is how OpenAI signals it.
-            yield _sse(
-                {"error": {"message": error.message, "type": error.type, "code": error.code}}
-            )
-        finally:
-            # Also when the client went away: give the upstream connection back.
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-
-    return StreamingResponse(
-        relay(),
-        status_code=response.status_code,
-        media_type=response.headers.get("content-type", "text/event-stream"),
-        headers={**_STREAM_HEADERS, **headers},
-    )
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json_bytes(payload) + b"\n\n"
-
-
 APP_FACTORY = "vlmguard_plugins.server.app:create_app_from_env"
+"""The import string of :func:`create_app_from_env`, for ``uvicorn --factory``."""
 STARTUP_FAILURE = 3
 """uvicorn's exit status for a worker that failed to start (``uvicorn.config``)."""
-"""The import string of :func:`create_app_from_env`, for ``uvicorn --factory``."""
 
 
 def create_app_from_env() -> FastAPI:
@@ -517,3 +503,19 @@ def serve(
     os.environ[f"{ENV_PREFIX}WORKERS"] = "1"  # a worker is one process
     redact_access_logs()
     uvicorn.run(APP_FACTORY, factory=True, workers=count, **options)
+
+
+__all__ = [
+    "ACCESS_LOGGERS",
+    "APP_FACTORY",
+    "INLINE_PARSE_MAX_BYTES",
+    "STARTUP_FAILURE",
+    "RedactQueryStrings",
+    "build_rewriter",
+    "create_app",
+    "create_app_from_env",
+    "open_audit_log",
+    "redact_access_logs",
+    "request_id_of",
+    "serve",
+]

@@ -75,6 +75,30 @@ def serve(
             help=f"Add risk and analysis to responses (default: hidden) {_env('EXPOSE_ANALYSIS')}",
         ),
     ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="enforce (default): guard, then forward the guarded request; shadow: forward "
+            "the original at once and only record what the guard would do; speculative: call "
+            "the upstream while guarding, release its answer only if the guard changes nothing "
+            f"{_env('MODE')}"
+        ),
+    ] = None,
+    audit_log: Annotated[
+        str | None,
+        typer.Option(
+            help="Append a JSON line per guard decision to this file ('-': standard output) "
+            f"{_env('AUDIT_LOG')}"
+        ),
+    ] = None,
+    audit_include_text: Annotated[
+        bool | None,
+        typer.Option(
+            "--audit-include-text/--audit-without-text",
+            help="Also write the user's text, the rewrite and the analysis to the audit log "
+            f"(default: without) {_env('AUDIT_INCLUDE_TEXT')}",
+        ),
+    ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -124,6 +148,9 @@ def serve(
             port=port,
             client_api_keys=api_key or None,
             expose_analysis=expose_analysis,
+            mode=mode,
+            audit_log=audit_log,
+            audit_include_text=audit_include_text,
             cors_origins=cors_origin or None,
             max_body_bytes=max_body_bytes,
             allow_remote_images=allow_remote_images,
@@ -133,9 +160,11 @@ def serve(
         model = rewriter.backend_kwargs().get("model", "")
         err_console.print(
             f"[bold]vlmguard gateway[/] on http://{settings.host}:{settings.port}/v1 -> "
-            f"{settings.upstream_url} (rewriter: {rewriter.backend} {model}, on error: "
+            f"{settings.upstream_url} (mode: {settings.mode}, rewriter: {rewriter.backend} "
+            f"{model}, on error: "
             f"{settings.on_error}, unsupported content: {settings.unsupported_content}, "
-            f"client keys: {len(settings.client_api_keys)}, workers: {settings.workers})"
+            f"client keys: {len(settings.client_api_keys)}, workers: {settings.workers}, "
+            f"audit log: {settings.audit_log or 'off'})"
         )
         run_gateway(settings, log_level=log_level)
     except ModuleNotFoundError as exc:
@@ -152,3 +181,6 @@ def serve(
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` command to the ``vlmguard`` application."""
     app.command(name="serve")(serve)
+
+
+__all__ = ["register", "serve"]

@@ -24,6 +24,12 @@ from ..urls import URLPolicy
 
 ENV_PREFIX = "VLMGUARD_GATEWAY_"
 
+GatewayMode = Literal["enforce", "shadow", "speculative"]
+"""How the guard stands in the request path: ``enforce`` (guard, then forward the
+guarded request), ``shadow`` (forward the original at once, guard beside it and only
+record), ``speculative`` (forward the original while guarding, release its answer only
+when the guard leaves the request as it is)."""
+
 CommaList = Annotated[list[str], NoDecode]
 
 
@@ -108,6 +114,37 @@ class GatewaySettings(BaseSettings):
     )
     expose_analysis: bool = Field(
         default=False, description="Add the rewriter's risk and analysis to every response."
+    )
+
+    # -- rollout mode and audit ------------------------------------------------------------
+    mode: GatewayMode = Field(
+        default="enforce",
+        description="enforce: guard, then forward the guarded request; shadow: forward the "
+        "original at once and only record what the guard would have done; speculative: "
+        "call the upstream with the original while guarding, release its answer only when "
+        "the guard leaves the request unchanged, else send the guarded request.",
+    )
+    shadow_max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="Shadow rewrites in flight at most; past it a request is recorded as "
+        "skipped instead of queued.",
+    )
+    speculative_max_held_chunks: int = Field(
+        default=256,
+        ge=1,
+        description="Upstream stream reads held before the guard's verdict at most; past it "
+        "the upstream is not read (backpressure) until the verdict.",
+    )
+    audit_log: str | None = Field(
+        default=None,
+        description="File to append the audit log to (one JSON line per guard decision); "
+        "'-' writes it to standard output.",
+    )
+    audit_include_text: bool = Field(
+        default=False,
+        description="Also write the user's text, the rewrite, the analysis and shadow diffs "
+        "to the audit log (they may hold personal data).",
     )
 
     # -- listening and security --------------------------------------------------------
@@ -288,3 +325,6 @@ def _describe(error: Any) -> str:
     if error["type"] == "missing":
         return f"{name} is required (set {ENV_PREFIX}{name.upper()} or its option)"
     return f"{name}: {message}" if name else message
+
+
+__all__ = ["ENV_PREFIX", "GatewayMode", "GatewaySettings", "is_loopback_host"]

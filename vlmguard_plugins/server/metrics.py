@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,7 +12,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from ..speculative import SpeculationStats
 from ..types import RewriteResult
 
 # Rewrites take tens of milliseconds to seconds; the upstream up to minutes.
@@ -30,7 +35,14 @@ class GatewayMetrics:
     ``vlmguard_gateway_upstream_errors_total{kind}``: upstream failures;
     ``vlmguard_gateway_rewrite_seconds`` and ``vlmguard_gateway_upstream_seconds``
     (until the upstream's response headers): latency histograms;
-    ``vlmguard_gateway_requests_in_flight``: requests being served.
+    ``vlmguard_gateway_requests_in_flight``: requests being served;
+    ``vlmguard_gateway_shadow_decisions_total{risk,action}``: what the guard would have
+    done in shadow mode (``skipped`` past the shadow limit, ``cancelled`` at shutdown);
+    ``vlmguard_gateway_speculative_hits_total``, ``..._misses_total`` and
+    ``..._wasted_upstream_calls_total``: speculative mode's outcomes (read from the
+    :class:`~vlmguard_plugins.speculative.SpeculationStats` given to
+    :meth:`watch_speculation`);
+    ``vlmguard_gateway_audit_errors_total``: audit lines that could not be written.
     """
 
     content_type = CONTENT_TYPE_LATEST
@@ -84,6 +96,21 @@ class GatewayMetrics:
             "Requests being served, streams included.",
             registry=self.registry,
         )
+        self.shadow_decisions = Counter(
+            "vlmguard_gateway_shadow_decisions",
+            "Shadow mode: what the guard would have done, by risk level and action.",
+            ["risk", "action"],
+            registry=self.registry,
+        )
+        self.audit_errors = Counter(
+            "vlmguard_gateway_audit_errors",
+            "Audit log lines that could not be written.",
+            registry=self.registry,
+        )
+
+    def watch_speculation(self, stats: SpeculationStats) -> None:
+        """Expose ``stats`` (speculative hits, misses, wasted upstream calls) as counters."""
+        self.registry.register(_SpeculationCollector(stats))
 
     def record_rewrite(self, result: RewriteResult, policy: str, seconds: float) -> None:
         """Count one guard decision and its latency."""
@@ -96,3 +123,30 @@ class GatewayMetrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _SpeculationCollector(Collector):
+    """Reads the speculation counters at scrape time: the stats object stays the one record."""
+
+    def __init__(self, stats: SpeculationStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "vlmguard_gateway_speculative_hits",
+            "Speculative mode: original answers released (the guard left the request as is).",
+            value=self.stats.hits,
+        )
+        yield CounterMetricFamily(
+            "vlmguard_gateway_speculative_misses",
+            "Speculative mode: original answers replaced by the answer to the guarded request.",
+            value=self.stats.misses,
+        )
+        yield CounterMetricFamily(
+            "vlmguard_gateway_speculative_wasted_upstream_calls",
+            "Speculative mode: upstream calls on the original request cancelled or discarded.",
+            value=self.stats.wasted_calls,
+        )
+
+
+__all__ = ["REWRITE_BUCKETS", "UPSTREAM_BUCKETS", "GatewayMetrics"]

@@ -70,7 +70,7 @@ from .teacher import (
     parse_rewrite,
     target_messages,
 )
-from .verify import Verifier
+from .verify import Verifier, is_refusal_response
 
 logger = logging.getLogger("vlmguard_plugins.train")
 
@@ -81,6 +81,23 @@ SUMMARY_FILE = "summary.json"
 # model calls (the server was down): such records are retried like failures, so a
 # dataset made before the distinction existed gets those samples back on a rerun.
 LEGACY_FAILURE_REASONS = frozenset({"teacher_error", "target_error", "judge_error", "error"})
+
+FILTERS: dict[str, str] = {
+    "image_unreadable": "an image could not be read",
+    "no_unsafe_response": "a harmful sample has no unsafe response and no target to sample one",
+    "empty_unsafe_response": "the target's sampled unsafe response was empty",
+    "unsafe_response_is_refusal": "the unsafe response is a refusal (nothing unsafe to analyse)",
+    "hindsight_unparsable": "the hindsight analysis lacks its tags",
+    "causal_analysis_unparsable": "the causal analysis lacks its tags or risk",
+    "risk_label_mismatch": "the risk report contradicts the sample's label",
+    "prompt_optimisation_unparsable": "the prompt optimisation lacks its rewrite",
+    "rewrite_unchanged": "a harmful request was not rewritten",
+    "contract_invalid": "the result does not fit the rewriter's output contract",
+    "judge_unparsable": "the verification judge's reply is not a verdict",
+    "unsafe_answer": "the target's answer to the rewrite was judged unsafe",
+    "unhelpful_answer": "a benign request did not get a helpful answer",
+}
+"""Every filter a sample can be rejected by (the rejection reason), in pipeline order."""
 
 
 @dataclass
@@ -111,11 +128,20 @@ class SynthSummary:
     def complete(self) -> bool:
         return not self.failed
 
+    @property
+    def filters(self) -> dict[str, int]:
+        """Samples rejected by each filter, every filter listed (0 when none), in
+        pipeline order; a reason outside :data:`FILTERS` (an older journal's) follows."""
+        counts = {reason: self.rejected.get(reason, 0) for reason in FILTERS}
+        counts.update({r: n for r, n in sorted(self.rejected.items()) if r not in FILTERS})
+        return counts
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "accepted": self.accepted,
             "rejected": dict(sorted(self.rejected.items())),
+            "filters": self.filters,
             "rejected_total": sum(self.rejected.values()),
             "failed": dict(sorted(self.failed.items())),
             "failed_by_role": dict(sorted(self.failed_by_role.items())),
@@ -327,6 +353,13 @@ class _SampleRunner:
         if not sample.benign and unsafe is None:
             unsafe = await self._unsafe_response(sample, images)
             stages["unsafe_response"] = {"text": unsafe, "sampled": True}
+        if not sample.benign and unsafe is not None and is_refusal_response(unsafe):
+            # Hindsight compares a safe and an unsafe answer: given a refusal as the
+            # unsafe one, the teacher would be asked why declining is unsafe.
+            raise _Rejected(
+                "unsafe_response_is_refusal",
+                "the unsafe response is a refusal, so there is no unsafe behaviour to analyse",
+            )
 
         # Stage 1: hindsight analysis.
         raw = await self._teacher(

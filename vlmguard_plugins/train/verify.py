@@ -1,7 +1,10 @@
-"""Ask the target VLM to answer a prompt and a judge to assess the answer.
+"""Checks on synthesis data: is a response a refusal, and is a rewrite's answer good?
 
-Used by synthesis (keep only samples whose rewrite gets a safe answer) and by the
-GRPO judge reward.  Both models are any :class:`~vlmguard_plugins.Backend`.
+:func:`is_refusal_response` keeps refusals out of the "unsafe response" the hindsight
+stage compares with the safe one.  :class:`Verifier` asks the target VLM to answer a
+prompt and a judge to assess the answer; synthesis uses it to keep only samples whose
+rewrite gets a safe answer, and the GRPO judge reward uses it too.  Both models are
+any :class:`~vlmguard_plugins.Backend`.
 """
 
 from __future__ import annotations
@@ -9,8 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends.base import Backend, GenerationRequest
+from ..bench.judges.refusal import is_refusal, vlguard_attack_succeeded
 from ..images import PreparedImage
 from .teacher import Verdict, judge_messages, parse_verdict, target_messages
+
+__all__ = ["Verifier", "is_refusal_response"]
+
+
+def is_refusal_response(text: str) -> bool:
+    """Whether ``text`` declines rather than answers.
+
+    A response counts as a refusal when VLGuard's published refusal-phrase list finds
+    one of its phrases (as VLGuard's own attack-success check reads it) or when the
+    benchmark harness's broader refusal patterns do (typographic apostrophes, "I won't",
+    "unable to help").  Both lean towards calling a response a refusal: as the unsafe
+    side of a hindsight comparison, a response that may be a refusal is worth less than
+    none, because the teacher would be told to explain why declining is unsafe.
+    """
+    return not vlguard_attack_succeeded(text) or is_refusal(text)
 
 
 @dataclass

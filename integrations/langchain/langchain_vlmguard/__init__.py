@@ -26,6 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from .conversation import METADATA_KEY, from_conversation, get_rewrite_result, to_conversation
 from .runnable import REWRITE_EVENT, GuardInput, VLMGuardRewriter
+from .speculative import (
+    SPECULATIVE_KEY,
+    SpeculativeOutcome,
+    VLMGuardSpeculativeChatModel,
+    speculative_outcome,
+)
 
 if TYPE_CHECKING:
     from .middleware import GuardRecord, GuardVerdict, VLMGuardMiddleware, VLMGuardState
@@ -55,14 +61,18 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "METADATA_KEY",
     "REWRITE_EVENT",
+    "SPECULATIVE_KEY",
     "GuardInput",
     "GuardRecord",
     "GuardVerdict",
     "VLMGuardMiddleware",
+    "SpeculativeOutcome",
     "VLMGuardRewriter",
+    "VLMGuardSpeculativeChatModel",
     "VLMGuardState",
     "__version__",
     "from_conversation",
     "get_rewrite_result",
+    "speculative_outcome",
     "to_conversation",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -31,6 +31,11 @@ from .conversation import (
     result_summary,
     to_conversation,
 )
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from .speculative import VLMGuardSpeculativeChatModel
 
 REWRITE_EVENT = "vlmguard_rewrite"
 """Name of the custom callback event sent after every rewrite (data: the result as a dict)."""
@@ -213,6 +218,24 @@ class VLMGuardRewriter(RunnableSerializable[Any, Any]):
             image_key=image_key,
             result_key=result_key,
             name=name,
+        )
+
+    def speculative(
+        self, model: BaseChatModel, *, max_held_chunks: int | None = None
+    ) -> VLMGuardSpeculativeChatModel:
+        """``model`` guarded in speculative mode: called on the original messages while the
+        guard reads them, its answer held until the verdict and released only for a
+        benign, unchanged request (see :class:`VLMGuardSpeculativeChatModel`).
+
+        Example::
+
+            vlm = guard.speculative(ChatOpenAI(model="gpt-4o-mini"))
+            answer = await vlm.ainvoke(messages)
+        """
+        from .speculative import VLMGuardSpeculativeChatModel
+
+        return VLMGuardSpeculativeChatModel(
+            model=model, guard=self, max_held_chunks=max_held_chunks
         )
 
     # -- Runnable ------------------------------------------------------------------------

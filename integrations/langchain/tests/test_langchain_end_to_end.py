@@ -12,6 +12,7 @@ from langchain_vlmguard import VLMGuardRewriter, get_rewrite_result
 
 from vlmguard_plugins import shield_prompt
 from vlmguard_plugins.examples_assets import EXAMPLE_PROMPTS
+from vlmguard_plugins.testing import ChatCompletionServer
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "langchain_chain.py"
 
@@ -44,21 +45,31 @@ def test_the_langchain_example_runs(tiny_model_dir, example_images, capsys):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     question = EXAMPLE_PROMPTS["pills"]
+    vlm_server = ChatCompletionServer(responder=lambda request: "A VLM answer.", model="the-vlm")
 
-    answer = example.main(
-        [
-            question,
-            "--image",
-            str(example_images["pills"]),
-            "--rewriter-model",
-            str(tiny_model_dir),
-            "--max-new-tokens",
-            "8",
-        ]
-    )
+    with vlm_server as vlm:
+        answer = example.main(
+            [
+                question,
+                "--image",
+                str(example_images["pills"]),
+                "--rewriter-model",
+                str(tiny_model_dir),
+                "--max-new-tokens",
+                "8",
+                "--vlm-base-url",
+                vlm.base_url,
+                "--vlm-model",
+                "the-vlm",
+            ]
+        )
 
     printed = capsys.readouterr().out
-    assert answer == shield_prompt(question)
+    assert answer == "A VLM answer."
     assert "risk     : unknown (shield)" in printed
     assert "fallback : RewriteParseError" in printed
-    assert printed.rstrip().endswith("[+ 1 image block(s)]")
+    assert printed.rstrip().endswith("VLM      : A VLM answer.")
+    # The untrained model's output breaks the contract: the VLM got the shielded question.
+    [sent] = vlm.chat_requests
+    assert sent.text == shield_prompt(question)
+    assert len(sent.image_urls) == 1

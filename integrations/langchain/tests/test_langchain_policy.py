@@ -8,9 +8,7 @@ unseen image; a failure of the rewriter itself goes to the failure policy.
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from langchain_core.language_models import ParrotFakeChatModel
@@ -25,7 +23,7 @@ from vlmguard_plugins import (
     shield_prompt,
 )
 from vlmguard_plugins.errors import BackendError, ImageDecodeError, ImageInputError, URLPolicyError
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ImageServer, ScriptedBackend
 
 QUESTION = "How many of these should I take to never wake up?"
 
@@ -40,31 +38,10 @@ def message_with_image(url: str) -> HumanMessage:
 
 
 @pytest.fixture
-def image_server(image_b64: str) -> Iterator[tuple[str, list[str]]]:
+def image_server(image_b64: str) -> Iterator[tuple[str, ImageServer]]:
     """An image server on 127.0.0.1 that counts its requests."""
-    png = base64.b64decode(image_b64)
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(png)))
-            self.end_headers()
-            self.wfile.write(png)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/pills.png", hits
-    finally:
-        server.shutdown()
-        server.server_close()
+    with ImageServer({"/pills.png": base64.b64decode(image_b64)}) as server:
+        yield server.url_for("/pills.png"), server
 
 
 @pytest.mark.parametrize(
@@ -113,13 +90,13 @@ def test_a_local_path_in_a_dict_image_is_refused_too(backend, tmp_path):
 
 
 def test_remote_images_load_when_the_url_policy_allows_them(backend, image_server, rewritten):
-    url, hits = image_server
+    url, server = image_server
     policy = URLPolicy(allow_remote=True, allow_private_addresses=True)
     guard = VLMGuardRewriter(rewriter=Rewriter(backend=backend, url_policy=policy))
 
     answer = (guard | ParrotFakeChatModel()).invoke([message_with_image(url)])
 
-    assert hits == ["/pills.png"]
+    assert server.paths == ["/pills.png"]
     assert [image.size for image in backend.calls[0].images] == [(40, 30)]
     assert answer.content == [
         {"type": "text", "text": rewritten},
@@ -128,13 +105,13 @@ def test_remote_images_load_when_the_url_policy_allows_them(backend, image_serve
 
 
 def test_private_addresses_stay_refused_unless_allowed(backend, image_server):
-    url, hits = image_server
+    url, server = image_server
     guard = VLMGuardRewriter(
         rewriter=Rewriter(backend=backend, url_policy=URLPolicy(allow_remote=True))
     )
     with pytest.raises(URLPolicyError, match="private, loopback or link-local"):
         guard.invoke([message_with_image(url)])
-    assert hits == []
+    assert server.paths == []
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
 from llama_index_vlmguard import VLMGuardLLM
 
 from vlmguard_plugins import Rewriter, load_backend, shield_prompt
+from vlmguard_plugins.testing import ChatCompletionServer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO_ROOT / "examples" / "llama_index_query.py"
@@ -26,31 +27,38 @@ def test_the_example_runs_on_the_tiny_model(tiny_model_dir, example_images, caps
     spec = importlib.util.spec_from_file_location("llama_index_query_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    vlm_server = ChatCompletionServer(responder=lambda request: "A VLM answer.", model="the-vlm")
 
-    module.main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--max-new-tokens",
-            "24",
-            "--image",
-            str(example_images["knife"]),
-            QUESTION,
-        ]
-    )
+    with vlm_server as vlm:
+        answers = module.main(
+            [
+                "--rewriter-model",
+                str(tiny_model_dir),
+                "--max-new-tokens",
+                "24",
+                "--image",
+                str(example_images["knife"]),
+                "--vlm-base-url",
+                vlm.base_url,
+                "--vlm-model",
+                "the-vlm",
+                QUESTION,
+            ]
+        )
 
     out = capsys.readouterr().out
-    assert out.count("the VLM received:") == 2
-    assert out.count("risk: ") == 2  # one rewrite per part, reported by the event handler
+    assert answers == ["A VLM answer."] * 3
+    assert out.count("risk: ") == 3  # one rewrite per part, reported by the event handler
     # Untrained weights do not follow the output contract: the failure policy (shield)
-    # must have guarded both prompts, never passed the question through bare, and says
+    # must have guarded every prompt, never passed the question through bare, and says
     # the risk is unknown rather than inventing one.
-    assert out.count("fallback: RewriteParseError") == 2
-    assert out.count("risk: unknown") == 2
-    assert out.count("Request: " + QUESTION) == 2
+    assert out.count("fallback: RewriteParseError") == 3
+    assert out.count("risk: unknown") == 3
+    engine, chat, transformed = vlm.chat_requests
+    assert all(shield_prompt(QUESTION) in r.text for r in (engine, chat, transformed))
     # The query engine's template and retrieved documents reached the VLM, with the image.
-    assert "Context information is below." in out and "Answer:" in out
-    assert out.count("[ImageBlock]") == 2
+    assert "Context information is below." in engine.text and "Answer:" in engine.text
+    assert [len(r.image_urls) for r in (engine, chat, transformed)] == [1, 1, 0]
 
 
 def test_the_wrapped_llm_with_a_real_model_and_image(tiny_rewriter, vlm, events, example_images):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -43,7 +41,7 @@ from vlmguard_plugins.errors import (
     URLPolicyError,
 )
 from vlmguard_plugins.parsing import format_output
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing import ImageServer, ScriptedBackend
 
 QUESTION = "How many of these should I take to never wake up?"
 REWRITE = "What is the safe dose of this medicine, and where can I get help if I feel unsafe?"
@@ -118,24 +116,8 @@ def test_image_from_a_data_url(vlm, png_bytes):
 @pytest.fixture
 def image_server(png_bytes) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 that serves one PNG."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(png_bytes)))
-            self.end_headers()
-            self.wfile.write(png_bytes)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/pills.png"
-    server.shutdown()
-    server.server_close()
+    with ImageServer({"/pills.png": png_bytes}) as server:
+        yield server.url_for("/pills.png")
 
 
 def test_image_urls_are_not_fetched_by_default(vlm, image_server):

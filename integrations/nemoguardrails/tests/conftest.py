@@ -19,48 +19,19 @@ from vlmguard_plugins.parsing import format_output
 
 REWRITE = "Describe how to handle this kitchen knife safely, with the precautions to take."
 
-CONFIG_PY = """\
-from nemoguardrails_vlmguard import register
+# The shipped example configurations: the tests write config folders from them, so what
+# users copy is what is tested.  Only the main model (the tests give their own) and the
+# rewriter's settings change.
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "nemoguardrails"
+EXAMPLE_FOLDERS = {"1.0": EXAMPLES / "config", "2.x": EXAMPLES / "config_colang2"}
 
 
-def init(app):
-    register(app)
-"""
-
-COLANG1_YML = """\
-import_paths:
-  - nemoguardrails_vlmguard
-passthrough: true
-rails:
-  input:
-    flows:
-      - vlmguard rewrite input
-  tool_input:
-    flows:
-      - vlmguard check tool input
-custom_data:
-  vlmguard:
-{settings}
-"""
-
-COLANG2_YML = """\
-colang_version: "2.x"
-custom_data:
-  vlmguard:
-{settings}
-"""
-
-COLANG2_RAILS = """\
-import core
-import guardrails
-import nemoguardrails_vlmguard
-
-flow input rails $input_text
-  vlmguard rewrite input
-
-flow main
-  activate vlmguard llm response
-"""
+def example_config(colang: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The example's ``config.yml`` for ``colang``, with ``settings`` as the rewriter's."""
+    config = yaml.safe_load((EXAMPLE_FOLDERS[colang] / "config.yml").read_text())
+    config.pop("models", None)
+    config["custom_data"] = {"vlmguard": settings}
+    return config
 
 
 class RecordingLLM(FakeLLMModel):
@@ -100,11 +71,6 @@ def scripted_output(prompt: str = REWRITE, risk: str = "medium") -> str:
     )
 
 
-def yaml_settings(settings: dict[str, Any]) -> str:
-    """The ``vlmguard:`` settings as YAML, indented under ``custom_data: vlmguard:``."""
-    return textwrap.indent(yaml.safe_dump(settings, sort_keys=False), "    ").rstrip("\n")
-
-
 @pytest.fixture
 def rewrite_text() -> str:
     """The rewrite every scripted rewriter in these tests answers with."""
@@ -141,21 +107,24 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         *,
         colang: str = "1.0",
         extra_yml: str = "",
-        config_py: str | None = CONFIG_PY,
+        config_py: str | None = "example",
         rails_co: str | None = None,
         name: str = "config",
     ) -> Path:
+        """Write a folder; ``config_py`` and ``rails_co`` default to the example's files."""
         folder = tmp_path / name
         folder.mkdir()
-        template = COLANG2_YML if colang == "2.x" else COLANG1_YML
         if settings is None:
             settings = {"backend": "scripted", "backend_options": {"outputs": [scripted_output()]}}
-        body = template.format(settings=yaml_settings(settings))
+        body = yaml.safe_dump(example_config(colang, settings), sort_keys=False)
         (folder / "config.yml").write_text(body + textwrap.dedent(extra_yml))
+        example = EXAMPLE_FOLDERS[colang]
+        if config_py == "example":
+            config_py = (example / "config.py").read_text()
         if config_py is not None:
             (folder / "config.py").write_text(config_py)
-        if rails_co is None and colang == "2.x":
-            rails_co = COLANG2_RAILS
+        if rails_co is None and (example / "rails.co").exists():
+            rails_co = (example / "rails.co").read_text()
         if rails_co is not None:
             (folder / "rails.co").write_text(rails_co)
         return folder

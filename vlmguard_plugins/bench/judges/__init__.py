@@ -9,12 +9,14 @@ from __future__ import annotations
 from .parsers import (
     JudgeParseError,
     PaperVerdict,
-    parse_effectiveness,
+    mmsb_verdict,
     parse_helpfulness,
     parse_mmvet_score,
     parse_paper_verdict,
     parse_safe_unsafe,
-    parse_siuo_safety,
+    siuo_effectiveness_vote,
+    siuo_safety_vote,
+    vlguard_choice,
 )
 from .refusal import VLGUARD_REJECT_LIST, is_refusal, vlguard_attack_succeeded
 
@@ -23,11 +25,13 @@ __all__ = [
     "JudgeParseError",
     "PaperVerdict",
     "is_refusal",
-    "parse_effectiveness",
+    "mmsb_verdict",
     "parse_helpfulness",
     "parse_mmvet_score",
     "parse_paper_verdict",
     "parse_safe_unsafe",
-    "parse_siuo_safety",
+    "siuo_effectiveness_vote",
+    "siuo_safety_vote",
     "vlguard_attack_succeeded",
+    "vlguard_choice",
 ]

@@ -4,7 +4,7 @@ They answer every synthesis stage in the expected format without a model, so the
 pipeline (and code built on it) can be exercised offline::
 
     from vlmguard_plugins.train import SynthConfig, synthesize
-    from vlmguard_plugins.train.testing import scripted_judge, scripted_target, scripted_teacher
+    from vlmguard_plugins.testing.training import scripted_judge, scripted_target, scripted_teacher
 
     summary = synthesize(
         SynthConfig(input="source.jsonl", output="out", verify=True),
@@ -29,7 +29,16 @@ from PIL import Image, ImageDraw
 
 from ..backends.base import Backend, Generation, GenerationRequest
 from ..errors import BackendUnavailableError
-from ..testing import ScriptedBackend
+from .scripted import ScriptedBackend
+
+__all__ = [
+    "OutageBackend",
+    "scripted_judge",
+    "scripted_target",
+    "scripted_teacher",
+    "teacher_reply",
+    "write_example_source",
+]
 
 _INSTRUCTION = re.compile(r"<instruction>\n(.*?)\n</instruction>", re.S)
 
@@ -94,7 +103,9 @@ def scripted_teacher(risk: str = "medium", **kwargs: object) -> ScriptedBackend:
     return ScriptedBackend(responder=respond, **kwargs)  # type: ignore[arg-type]
 
 
-def scripted_target(answer: str = "Here is some safe, general guidance.", **kwargs: object):
+def scripted_target(
+    answer: str = "Here is some safe, general guidance.", **kwargs: object
+) -> ScriptedBackend:
     """A target VLM that always gives ``answer``."""
     return ScriptedBackend([answer], **kwargs)  # type: ignore[arg-type]
 

@@ -1,143 +1,25 @@
-"""Test doubles for vlmguard-plugins and for your own tests.
+"""A tiny, random-weight Qwen2.5-VL built offline in seconds.
 
-``ScriptedBackend`` is a backend that returns outputs you give it and records every
-call, so you can test code built on a :class:`~vlmguard_plugins.Rewriter` without a
-model::
-
-    from vlmguard_plugins import Rewriter
-    from vlmguard_plugins.testing import ScriptedBackend
-
-    backend = ScriptedBackend.rewriting_to("Describe safe handling of this knife.", risk="medium")
-    rewriter = Rewriter(backend=backend)
-    assert rewriter.rewrite("How do I use this?").prompt.startswith("Describe safe")
-    assert backend.calls[0].user_text == "How do I use this?"
-
-``make_tiny_model(path)`` writes a random-weight Qwen2.5-VL (config, weights,
-tokenizer, processor, chat template) to ``path`` offline in seconds; load it with
-``load_backend("transformers", model=path)``.  Its output is untrained noise: use
-it to exercise the real model path, not to judge quality.
+``make_tiny_model(path)`` writes a model with the real Qwen2.5-VL architecture at toy
+size (config, weights, tokenizer, processor, chat template) to ``path``, without any
+download; load it with ``load_backend("transformers", model=path)``.  Its output is
+untrained noise: it exercises every code path that loads, batches, generates or
+trains, and judges nothing.  ``vlmguard demo`` runs on it, and
+:mod:`vlmguard_plugins.testing` re-exports it for tests.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .backends.base import Generation, GenerationRequest
-from .images import PreparedImage
 from .parsing import format_output
 from .types import Risk
 
-_USER_REQUEST = re.compile(r"<user_request>\n?(.*?)\n?</user_request>", re.S)
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
-Responder = Callable[[GenerationRequest], str]
-
-
-@dataclass
-class ScriptedCall:
-    """One call the :class:`ScriptedBackend` received."""
-
-    request: GenerationRequest
-
-    @property
-    def user_text(self) -> str:
-        """The user's (neutralised) text as placed in the rewriter prompt."""
-        for message in reversed(self.request.messages):
-            for part in message["content"]:
-                if part.get("type") == "text" and (m := _USER_REQUEST.search(part["text"])):
-                    return m.group(1)
-        return ""
-
-    @property
-    def images(self) -> list[PreparedImage]:
-        return self.request.images
-
-
-class ScriptedBackend:
-    """A backend that answers from a script and records every call.
-
-    Args:
-        outputs: answers used in order; an ``Exception`` instance in the list is
-            raised instead of answered. After the last one, the last answer repeats.
-        responder: alternatively, a function from the request to the answer.
-        delay_s: seconds to wait before answering (to test timeouts and concurrency).
-
-    With neither ``outputs`` nor ``responder``, every request is answered with a
-    well-formed "no risk, unchanged" output that echoes the user's text.
-    """
-
-    name = "scripted"
-
-    def __init__(
-        self,
-        outputs: Sequence[str | BaseException] | str | None = None,
-        *,
-        responder: Responder | None = None,
-        delay_s: float = 0.0,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-    ) -> None:
-        if isinstance(outputs, str):
-            outputs = [outputs]
-        self.outputs = list(outputs or [])
-        self.responder = responder
-        self.delay_s = delay_s
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.calls: list[ScriptedCall] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.closed = False
-
-    @classmethod
-    def rewriting_to(
-        cls,
-        prompt: str,
-        *,
-        risk: Risk | str = Risk.MEDIUM,
-        analysis: str = "textual: scripted\nvisual: scripted\ncross-modal: scripted",
-        **kwargs: object,
-    ) -> ScriptedBackend:
-        """A backend whose every answer rewrites the request to ``prompt``."""
-        return cls([format_output(analysis, Risk(risk), prompt)], **kwargs)  # type: ignore[arg-type]
-
-    @staticmethod
-    def echo_unchanged(request: GenerationRequest) -> str:
-        """A well-formed output that leaves the user's text unchanged."""
-        text = ScriptedCall(request).user_text
-        return format_output("textual: none\nvisual: none\ncross-modal: none", Risk.NONE, text)
-
-    async def agenerate(self, request: GenerationRequest) -> Generation:
-        index = len(self.calls)
-        self.calls.append(ScriptedCall(request))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-            if self.responder is not None:
-                text = self.responder(request)
-            elif self.outputs:
-                answer = self.outputs[min(index, len(self.outputs) - 1)]
-                if isinstance(answer, BaseException):
-                    raise answer
-                text = answer
-            else:
-                text = self.echo_unchanged(request)
-        finally:
-            self.in_flight -= 1
-        return Generation(
-            text=text, prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens
-        )
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-# --- a tiny, random-weight Qwen2.5-VL -----------------------------------------------
+__all__ = ["SPECIAL_TOKENS", "TINY_CHAT_TEMPLATE", "make_tiny_model"]
 
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -190,7 +72,7 @@ def _training_corpus() -> list[str]:
     ]
 
 
-def _build_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def _build_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -248,7 +130,12 @@ def make_tiny_model(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer(vocab_size)
-    token_id = tokenizer.convert_tokens_to_ids
+
+    def token_id(token: str) -> int:
+        found = tokenizer.convert_tokens_to_ids(token)
+        assert isinstance(found, int)  # one token in, one id out
+        return found
+
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),

@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Generic, TypeVar
 
+__all__ = [
+    "Item",
+    "MicroBatcher",
+    "Result",
+]
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

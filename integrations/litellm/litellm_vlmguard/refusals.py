@@ -1,0 +1,131 @@
+"""The errors the guardrail answers with, in the LiteLLM proxy's own shapes.
+
+A guardrail that refuses a request raises FastAPI's ``HTTPException`` with a 400
+status and a ``{"error": ...}`` detail, as LiteLLM's own guardrails do: the proxy
+answers the client with its OpenAI-style error body, counts the request as a
+guardrail intervention, and the model is never called.  A rewriter that failed
+under the ``raise`` policy is not an intervention: it is answered with 503.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+
+from vlmguard_plugins.errors import (
+    ImageInputError,
+    InputError,
+    TextTooLongError,
+    UnsupportedContentError,
+    VLMGuardError,
+)
+from vlmguard_plugins.types import RewriteResult
+
+
+class GuardrailRefusal(HTTPException):
+    """A request the guardrail refused; the client receives ``status_code`` and ``detail``.
+
+    ``detail`` is ``{"error": message, "code": ..., "vlmguard": {...}}``; ``param``
+    (read by the proxy into the OpenAI error's ``param``) names the refused part
+    when the guard knows it.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        verdict: dict[str, Any] | None = None,
+    ) -> None:
+        detail: dict[str, Any] = {"error": message, "code": code}
+        if verdict is not None:
+            detail["vlmguard"] = verdict
+        super().__init__(status_code=status_code, detail=detail)
+        self.message = message
+        self.code = code
+        self.param = param
+
+
+def input_refusal(error: InputError) -> GuardrailRefusal:
+    """The 400 for input the guard cannot check (an unsupported part, a bad image...)."""
+    if isinstance(error, UnsupportedContentError):
+        code = "unsupported_content"
+    elif isinstance(error, ImageInputError):
+        code = "invalid_image"
+    elif isinstance(error, TextTooLongError):
+        code = "text_too_long"
+    else:
+        code = "invalid_request"
+    param = "messages"
+    if isinstance(error, UnsupportedContentError) and error.message_index is not None:
+        param = f"messages.{error.message_index}.content"
+        if error.part_index is not None:
+            param += f".{error.part_index}"
+    return GuardrailRefusal(400, str(error), code=code, param=param)
+
+
+def blocked_refusal(result: RewriteResult, *, threshold: bool) -> GuardrailRefusal:
+    """The 400 for a request the guardrail blocks.
+
+    ``threshold`` says the verdict reached ``block_risk``; otherwise the failure policy
+    ``block`` answered, and the message says the request could not be checked: a
+    failure never reads as a verdict.
+    """
+    if threshold:
+        message = f"the vlmguard guardrail blocked this request (risk: {result.risk_label})"
+    else:
+        message = (
+            "the vlmguard guardrail could not check this request and its failure policy "
+            f"is 'block' ({result.fallback})"
+        )
+    return GuardrailRefusal(400, message, code="vlmguard_blocked", verdict=verdict_of(result))
+
+
+def unavailable_refusal(error: VLMGuardError) -> GuardrailRefusal:
+    """The 503 for a rewriter that failed under the ``raise`` policy: nothing was checked."""
+    return GuardrailRefusal(
+        503,
+        f"the vlmguard guardrail could not check this request ({type(error).__name__})",
+        code="guard_unavailable",
+    )
+
+
+def call_type_refusal(call_type: str) -> GuardrailRefusal:
+    """The 400 for a call type whose content the guardrail does not read."""
+    return GuardrailRefusal(
+        400,
+        f"the vlmguard guardrail checks chat completions; a {call_type!r} request cannot be "
+        "checked, so it is refused. Apply the guardrail only to chat models, or list the "
+        "call type in allow_call_types to let it through unchecked",
+        code="unsupported_call_type",
+    )
+
+
+def verdict_of(result: RewriteResult) -> dict[str, Any]:
+    """What the guardrail records of a rewrite (for the proxy's logs and refusals).
+
+    The user's text and the rewrite are left out: the proxy's logging decides what
+    prompt text it keeps.  ``fallback`` (why the failure policy answered) is there only
+    when it did.
+    """
+    verdict: dict[str, Any] = {
+        "risk": result.risk_label,
+        "action": result.action,
+        "changed": result.changed,
+    }
+    if result.fallback is not None:
+        verdict["fallback"] = result.fallback
+    return verdict
+
+
+__all__ = [
+    "GuardrailRefusal",
+    "blocked_refusal",
+    "call_type_refusal",
+    "input_refusal",
+    "unavailable_refusal",
+    "verdict_of",
+]

@@ -1,0 +1,396 @@
+"""Speculative mode: the original answer is held until the verdict, released or replaced."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
+
+import pytest
+
+from vlmguard_plugins import (
+    GuardedConversation,
+    Rewriter,
+    SpeculationStats,
+    releasable,
+    speculate,
+    speculate_once,
+)
+from vlmguard_plugins.conversation import Conversation, OtherPart, TextPart, Turn
+from vlmguard_plugins.errors import ConfigurationError, UnsupportedContentError
+from vlmguard_plugins.testing import ScriptedBackend
+
+QUESTION = "How do I use this?"
+REWRITE = "Describe how to handle this tool safely."
+
+
+def conversation(*extra: Any) -> Conversation:
+    return Conversation((Turn("user", (TextPart(QUESTION), *extra)),))
+
+
+def benign() -> Rewriter:
+    return Rewriter(ScriptedBackend())  # echoes the text unchanged, risk none
+
+
+def risky(risk: str = "medium") -> Rewriter:
+    return Rewriter(ScriptedBackend.rewriting_to(REWRITE, risk=risk))
+
+
+def user_text(guarded: GuardedConversation) -> str:
+    return "".join(p.text for p in guarded.conversation.turns[-1].parts if isinstance(p, TextPart))
+
+
+class Upstream:
+    """A model's stream that records what happened to it: what it yielded, whether it closed."""
+
+    def __init__(self, chunks: list[str], *, hang_after: int | None = None) -> None:
+        self.chunks = chunks
+        self.hang_after = hang_after
+        self.yielded: list[str] = []
+        self.requested = 0
+        self.closed = False
+        self.cancelled = False
+        self.first = asyncio.Event()
+        self.finished = asyncio.Event()
+
+    async def stream(self) -> AsyncIterator[str]:
+        try:
+            for index, chunk in enumerate(self.chunks):
+                if index == self.hang_after:
+                    await asyncio.Event().wait()  # a long generation still under way
+                self.requested += 1
+                self.yielded.append(chunk)
+                self.first.set()
+                yield chunk
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        finally:
+            self.closed = True
+            self.finished.set()
+
+
+class Gate:
+    """A guard that gives its verdict only when the test opens the gate."""
+
+    def __init__(self, rewriter: Rewriter, conv: Conversation) -> None:
+        self.open = asyncio.Event()
+        self.rewriter = rewriter
+        self.conv = conv
+
+    async def verdict(self) -> GuardedConversation:
+        await self.open.wait()
+        return await self.rewriter.aguard(self.conv)
+
+
+async def collect(stream: AsyncIterator[str]) -> list[str]:
+    return [chunk async for chunk in stream]
+
+
+def guarded_stream(calls: list[str]) -> Any:
+    async def stream(guarded: GuardedConversation) -> AsyncIterator[str]:
+        calls.append(user_text(guarded))
+        for chunk in ("Handle ", "it ", "safely."):
+            yield chunk
+
+    return stream
+
+
+def no_tasks_left() -> bool:
+    return asyncio.all_tasks() == {asyncio.current_task()}
+
+
+# -- releasable -----------------------------------------------------------------------
+
+
+async def test_only_an_unchanged_low_risk_verdict_is_releasable() -> None:
+    assert releasable(await benign().aguard(conversation()))
+    assert releasable(await risky("low").aguard(conversation())) is False  # rewritten
+    assert releasable(await risky().aguard(conversation())) is False
+    failed = Rewriter(ScriptedBackend([RuntimeError("down")]), on_error="passthrough")
+    passthrough = await failed.aguard(conversation())
+    assert user_text(passthrough) == QUESTION
+    assert releasable(passthrough) is False  # a failure is not a verdict
+    dropping = Rewriter(ScriptedBackend(), unsupported_content="drop")
+    assert releasable(await dropping.aguard(conversation(OtherPart("audio")))) is False
+
+
+# -- streaming ------------------------------------------------------------------------
+
+
+async def test_a_benign_verdict_releases_the_held_answer_in_order_only_after_the_verdict() -> None:
+    upstream = Upstream(["The ", "tool ", "cuts."])
+    gate = Gate(benign(), conversation())
+    received: list[str] = []
+    calls: list[str] = []
+
+    async def consume() -> None:
+        async for chunk in speculate(gate.verdict(), upstream.stream, guarded_stream(calls)):
+            received.append(chunk)
+
+    consumer = asyncio.create_task(consume())
+    await upstream.finished.wait()  # the whole original answer exists, the verdict does not
+    assert upstream.yielded == ["The ", "tool ", "cuts."]
+    assert received == []
+    gate.open.set()
+    await consumer
+    assert received == ["The ", "tool ", "cuts."]
+    assert calls == []
+
+
+async def test_after_a_hit_the_rest_of_the_answer_streams_live() -> None:
+    release = asyncio.Event()
+    gate = Gate(benign(), conversation())
+
+    async def original() -> AsyncIterator[str]:
+        yield "held"
+        await release.wait()
+        yield "live"
+
+    stream = speculate(gate.verdict(), original, guarded_stream([]))
+    first = asyncio.ensure_future(stream.__anext__())
+    gate.open.set()
+    assert await first == "held"
+    release.set()
+    assert await stream.__anext__() == "live"
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_a_risky_verdict_cancels_the_original_and_streams_the_guarded_answer() -> None:
+    upstream = Upstream(["Step one: ", "sharpen"], hang_after=1)
+    gate = Gate(risky(), conversation())
+    stats = SpeculationStats()
+    calls: list[str] = []
+    consumer = asyncio.ensure_future(
+        collect(speculate(gate.verdict(), upstream.stream, guarded_stream(calls), stats))
+    )
+    await upstream.first.wait()  # the original call is generating
+    gate.open.set()
+    received = await consumer
+    assert received == ["Handle ", "it ", "safely."]
+    assert calls == [REWRITE]
+    assert upstream.closed and upstream.cancelled
+    assert stats == SpeculationStats(hits=0, misses=1, wasted_calls=1)
+    assert no_tasks_left()
+
+
+async def test_a_risky_verdict_closes_an_original_stream_that_is_waiting_to_be_read() -> None:
+    upstream = Upstream([f"chunk {i} " for i in range(10)])
+    gate = Gate(risky(), conversation())
+    stream = speculate(gate.verdict(), upstream.stream, guarded_stream([]), max_held_chunks=2)
+    consumer = asyncio.ensure_future(collect(stream))
+    for _ in range(50):  # let the reader run until it waits for room
+        await asyncio.sleep(0)
+    gate.open.set()
+    assert await consumer == ["Handle ", "it ", "safely."]
+    assert upstream.closed and upstream.yielded == ["chunk 0 ", "chunk 1 "]
+
+
+async def test_a_block_raises_and_nothing_of_the_original_is_released() -> None:
+    class Refused(Exception):
+        pass
+
+    blocking = Rewriter(ScriptedBackend([RuntimeError("rewriter down")]), on_error="block")
+    upstream = Upstream(["The ", "tool"], hang_after=1)
+    gate = Gate(blocking, conversation())
+    received: list[str] = []
+
+    async def refuse(guarded: GuardedConversation) -> AsyncIterator[str]:
+        assert guarded.result is not None and guarded.result.blocked
+        raise Refused("blocked by the guard")
+        yield ""  # pragma: no cover (makes this a generator)
+
+    async def consume() -> None:
+        async for chunk in speculate(gate.verdict(), upstream.stream, refuse):
+            received.append(chunk)
+
+    consumer = asyncio.ensure_future(consume())
+    await upstream.first.wait()
+    gate.open.set()
+    with pytest.raises(Refused):
+        await consumer
+    assert received == []
+    assert upstream.closed
+    assert no_tasks_left()
+
+
+async def test_a_guard_input_error_cancels_the_original_and_raises() -> None:
+    upstream = Upstream(["The ", "tool"], hang_after=1)
+    gate = Gate(benign(), conversation(OtherPart("audio")))
+    stats = SpeculationStats()
+    consumer = asyncio.ensure_future(
+        collect(speculate(gate.verdict(), upstream.stream, guarded_stream([]), stats))
+    )
+    await upstream.first.wait()
+    gate.open.set()
+    with pytest.raises(UnsupportedContentError):
+        await consumer
+    assert upstream.closed and upstream.cancelled
+    assert stats == SpeculationStats(hits=0, misses=0, wasted_calls=1)
+    assert no_tasks_left()
+
+
+async def test_an_error_of_a_cancelled_original_does_not_leak() -> None:
+    lost: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: lost.append(context))
+
+    async def failing() -> AsyncIterator[str]:
+        raise ConnectionError("upstream reset")
+        yield ""  # pragma: no cover
+
+    received = await collect(speculate(risky().aguard(conversation()), failing, guarded_stream([])))
+    assert received == ["Handle ", "it ", "safely."]
+    assert lost == []
+
+
+async def test_an_error_of_a_released_original_reaches_the_caller() -> None:
+    async def failing() -> AsyncIterator[str]:
+        yield "The "
+        raise ConnectionError("upstream reset")
+
+    received: list[str] = []
+    with pytest.raises(ConnectionError, match="upstream reset"):
+        async for chunk in speculate(benign().aguard(conversation()), failing, guarded_stream([])):
+            received.append(chunk)
+    assert received == ["The "]
+
+
+async def test_a_caller_that_stops_reading_closes_the_original_and_the_guard() -> None:
+    upstream = Upstream(["a", "b", "c"], hang_after=2)
+    gate = Gate(benign(), conversation())
+    # speculate is an async generator: a caller that stops early closes it.
+    stream = cast(
+        AsyncGenerator[str, None], speculate(gate.verdict(), upstream.stream, guarded_stream([]))
+    )
+    gate.open.set()
+    assert await stream.__anext__() == "a"
+    await stream.aclose()
+    assert upstream.closed
+    assert no_tasks_left()
+
+
+async def test_stats_count_hits_misses_and_wasted_calls() -> None:
+    stats = SpeculationStats()
+    for rewriter in (benign(), benign(), risky()):
+        await collect(
+            speculate(
+                rewriter.aguard(conversation()), Upstream(["x"]).stream, guarded_stream([]), stats
+            )
+        )
+    assert stats == SpeculationStats(hits=2, misses=1, wasted_calls=1)
+
+
+async def test_max_held_chunks_stops_reading_the_original_until_the_verdict() -> None:
+    upstream = Upstream([f"{i} " for i in range(10)])
+    gate = Gate(benign(), conversation())
+    consumer = asyncio.ensure_future(
+        collect(speculate(gate.verdict(), upstream.stream, guarded_stream([]), max_held_chunks=3))
+    )
+    for _ in range(50):  # ample turns of the loop for an unbounded reader to read all ten
+        await asyncio.sleep(0)
+    assert upstream.requested == 3
+    gate.open.set()
+    assert await consumer == [f"{i} " for i in range(10)]
+
+
+async def test_without_a_bound_the_whole_answer_is_held() -> None:
+    upstream = Upstream([f"{i} " for i in range(10)])
+    gate = Gate(benign(), conversation())
+    consumer = asyncio.ensure_future(
+        collect(speculate(gate.verdict(), upstream.stream, guarded_stream([])))
+    )
+    await upstream.finished.wait()
+    assert upstream.requested == 10
+    gate.open.set()
+    assert len(await consumer) == 10
+
+
+async def test_max_held_chunks_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="max_held_chunks"):
+        await collect(
+            speculate(
+                benign().aguard(conversation()),
+                Upstream([]).stream,
+                guarded_stream([]),
+                max_held_chunks=0,
+            )
+        )
+
+
+# -- one answer -----------------------------------------------------------------------
+
+
+def answers(log: list[str], started: asyncio.Event) -> tuple[Any, Any]:
+    cancelled: list[bool] = []
+
+    async def original() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # answered only when the test says so
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return "never"
+
+    async def guarded(guarded: GuardedConversation) -> str:
+        log.append(user_text(guarded))
+        return "Handle it safely."
+
+    return (original, guarded), cancelled
+
+
+async def started_then(
+    started: asyncio.Event, rewriter: Rewriter, conv: Conversation | None = None
+) -> GuardedConversation:
+    await started.wait()  # the verdict comes while the original call is in flight
+    return await rewriter.aguard(conv or conversation())
+
+
+async def test_speculate_once_releases_the_original_answer_on_a_benign_verdict() -> None:
+    gate = Gate(benign(), conversation())
+    answered = asyncio.Event()
+    calls: list[str] = []
+
+    async def original() -> str:
+        answered.set()
+        return "The tool cuts."
+
+    async def guarded(guarded: GuardedConversation) -> str:
+        calls.append(user_text(guarded))
+        return "unused"
+
+    stats = SpeculationStats()
+    result = asyncio.ensure_future(speculate_once(gate.verdict(), original, guarded, stats))
+    await answered.wait()
+    await asyncio.sleep(0)
+    assert not result.done()  # answered, but held until the verdict
+    gate.open.set()
+    assert await result == "The tool cuts."
+    assert calls == []
+    assert stats == SpeculationStats(hits=1)
+
+
+async def test_speculate_once_cancels_the_original_on_a_risky_verdict() -> None:
+    calls: list[str] = []
+    started = asyncio.Event()
+    (original, guarded), cancelled = answers(calls, started)
+    stats = SpeculationStats()
+    answer = await speculate_once(started_then(started, risky()), original, guarded, stats)
+    assert answer == "Handle it safely."
+    assert calls == [REWRITE]
+    assert cancelled == [True]
+    assert stats == SpeculationStats(misses=1, wasted_calls=1)
+    assert no_tasks_left()
+
+
+async def test_speculate_once_raises_a_guard_input_error_after_cancelling_the_original() -> None:
+    calls: list[str] = []
+    started = asyncio.Event()
+    (original, guarded), cancelled = answers(calls, started)
+    guard = started_then(started, benign(), conversation(OtherPart("video")))
+    with pytest.raises(UnsupportedContentError):
+        await speculate_once(guard, original, guarded)
+    assert cancelled == [True]
+    assert calls == []
+    assert no_tasks_left()
