@@ -204,8 +204,8 @@ def _print_stream(pieces: Iterable[str]) -> str:
     """Print the answer piece by piece as the VLM streams it."""
     text = None
     for piece in pieces:
-        # A streaming engine calls the guard when the stream starts: its verdict is
-        # printed before the first piece of the answer.
+        # The label waits for the first piece: what a stream prints as it starts (the
+        # guard's verdict, when the guard runs then) comes before the answer, not inside it.
         print("  VLM: " if text is None else "", piece, sep="", end="", flush=True)
         text = (text or "") + piece
     print("\n" if text is not None else "  VLM: \n")

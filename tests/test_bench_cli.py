@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from inspect_ai.log import list_eval_logs, read_eval_log
 from typer.testing import CliRunner
 
@@ -96,6 +97,23 @@ def test_vlmguard_defence_from_a_backend_name(data_dir: Path, tmp_path: Path) ->
     result = runner.invoke(app, [*common, "--rewriter-backend", "scripted"])
     assert result.exit_code == 0, result.output
     log = read_eval_log(list_eval_logs(str(tmp_path))[0].name)
+    assert log.samples
     record = log.samples[0].metadata["defense"]
     assert record["name"] == "vlmguard" and record["changed"] is False
     assert record["fallback"] is None
+
+
+def test_paper_says_what_is_missing(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOWHERE_BASE_URL", raising=False)
+    common = ["bench", "paper", "--judge-model", "mockllm/judge", "--data-dir", str(data_dir)]
+    common += ["--out", str(tmp_path), "--display", "none", "--task", "figstep"]
+    result = runner.invoke(app, [*common, "--target", "mockllm/model", "--base-url", "oops"])
+    assert result.exit_code == 2 and "--base-url takes KEY=VALUE" in result.output
+
+    result = runner.invoke(
+        app, [*common, "--target", "vlmguard-openai/nowhere/vlm", "--defense", "none"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "set NOWHERE_BASE_URL" in result.output and "--base-url nowhere=URL" in result.output

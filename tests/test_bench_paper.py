@@ -154,15 +154,16 @@ def test_paper_runs_every_defence_on_every_benchmark_and_writes_the_report(
     assert float(by[("siuo", "vlmguard")]["rewriter_call_p50_ms"]) > 0
 
     # What each server received.
-    target_texts = [
-        json.dumps(r.body["messages"][-1]["content"]) for r in servers["target"].chat_requests
-    ]
+    target_bodies = [r.body or {} for r in servers["target"].chat_requests]
+    target_texts = [json.dumps(body["messages"][-1]["content"]) for body in target_bodies]
     assert any(REWRITE in t for t in target_texts)  # the vlmguard defence's rewrite
-    rewritten = [r for r in servers["target"].chat_requests if REWRITE in json.dumps(r.body)]
-    assert rewritten and all(r.body["temperature"] == 0.7 for r in rewritten)
+    rewritten = [body for body in target_bodies if REWRITE in json.dumps(body)]
+    assert rewritten and all(body["temperature"] == 0.7 for body in rewritten)
     assert any(json.dumps(ADASHIELD_S_PROMPT)[1:-1] in t for t in target_texts)
     assert any(ECSO_CAPTION.split("{")[0] in t for t in target_texts)
-    rewriter_parts = [r.body["messages"][-1]["content"] for r in servers["rewriter"].chat_requests]
+    rewriter_parts = [
+        (r.body or {})["messages"][-1]["content"] for r in servers["rewriter"].chat_requests
+    ]
     assert rewriter_parts and all(
         any(p.get("type") == "image_url" for p in parts) for parts in rewriter_parts
     )
@@ -171,3 +172,4 @@ def test_paper_runs_every_defence_on_every_benchmark_and_writes_the_report(
     markdown = (report / "siuo.md").read_text()
     assert "judge model: vlmguard-openai/judge/the-judge" in markdown
     assert "| adashield_s | vlmguard-openai/target/the-vlm | all | 2 |" in markdown
+    assert "| 8.0 (2 judged of 2) |" in markdown  # the paper judge's score and its count

@@ -114,8 +114,9 @@ def test_skipped_and_unjudged_samples_are_counted(
         retry_attempts=0,
     )
     assert success
-    samples = read_eval_log(logs[0].location).samples
-    judged = [s.scores["mm_safetybench_judge"].value["safe"] for s in samples]
+    samples = read_eval_log(logs[0].location).samples or []
+    values = [(s.scores or {})["mm_safetybench_judge"].value for s in samples]
+    judged = [v["safe"] for v in values if isinstance(v, dict)]
     assert len(samples) == 4 and judged.count(None) == 1
 
     row = _all_row(tmp_path)
@@ -142,7 +143,8 @@ def _row(defense: str, target: str, **values: float) -> ReportRow:
     base: dict[str, Any] = {f: math.nan for f in ReportRow.__dataclass_fields__}
     base.update(
         task="t", defense=defense, target=target, category=ALL, samples=10, skipped=0,
-        skipped_reasons="", unjudged=0, safety_judged=10, helpful_judged=10, fallbacks=0,
+        skipped_reasons="", unjudged=0, safety_judged=10, helpful_judged=10,
+        safety_score_judged=10, fallbacks=0,
         extra_target_calls=0, judge="paper", judge_model="j", protocol="paper",
         status="success",
     )  # fmt: skip

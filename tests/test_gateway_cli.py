@@ -162,6 +162,7 @@ def _wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 
     raise AssertionError("vlmguard serve did not become healthy")
 
 
+@pytest.mark.slow  # a real `vlmguard serve` process on the tiny model: most of a minute
 def test_serve_with_the_tiny_model_finishes_streams_in_flight_on_sigterm(
     tiny_model_dir: Path,
 ) -> None:

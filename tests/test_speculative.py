@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,6 +19,7 @@ from vlmguard_plugins import (
 )
 from vlmguard_plugins.conversation import Conversation, OtherPart, TextPart, Turn
 from vlmguard_plugins.errors import ConfigurationError, UnsupportedContentError
+from vlmguard_plugins.speculative import speculate_once_sync, speculate_sync
 from vlmguard_plugins.testing import ScriptedBackend
 
 QUESTION = "How do I use this?"
@@ -231,6 +233,36 @@ async def test_a_guard_input_error_cancels_the_original_and_raises() -> None:
     assert no_tasks_left()
 
 
+async def test_a_cancellation_the_original_swallows_is_delivered_again() -> None:
+    closed = asyncio.Event()
+    swallowed: list[bool] = []
+
+    async def stubborn() -> AsyncIterator[str]:
+        # Like a client library that catches a cancellation at an unlucky moment and
+        # reads on: without a second delivery the upstream would generate for nobody.
+        try:
+            yield "UNSAFE "
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                swallowed.append(True)
+            await asyncio.Event().wait()
+            yield "never"
+        finally:
+            closed.set()
+
+    gate = Gate(risky(), conversation())
+    consumer = asyncio.ensure_future(
+        collect(speculate(gate.verdict(), stubborn, guarded_stream([])))
+    )
+    for _ in range(10):
+        await asyncio.sleep(0)
+    gate.open.set()
+    assert await consumer == ["Handle ", "it ", "safely."]
+    assert swallowed == [True] and closed.is_set()
+    assert no_tasks_left()
+
+
 async def test_an_error_of_a_cancelled_original_does_not_leak() -> None:
     lost: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, context: lost.append(context))
@@ -394,3 +426,85 @@ async def test_speculate_once_raises_a_guard_input_error_after_cancelling_the_or
     assert cancelled == [True]
     assert calls == []
     assert no_tasks_left()
+
+
+# -- synchronous callers ----------------------------------------------------------------
+
+
+class BlockingUpstream:
+    """A synchronous model stream: it records what it yielded and whether it was closed."""
+
+    def __init__(self, chunks: list[str], *, hang_after: int | None = None) -> None:
+        self.chunks = chunks
+        self.hang_after = hang_after
+        self.yielded: list[str] = []
+        self.closed = threading.Event()
+        self.finished = threading.Event()
+        self.resume = threading.Event()
+
+    def stream(self) -> Iterator[str]:
+        try:
+            for index, chunk in enumerate(self.chunks):
+                if index == self.hang_after:
+                    self.resume.wait(10)
+                self.yielded.append(chunk)
+                yield chunk
+            self.finished.set()
+        finally:
+            self.closed.set()
+
+
+def test_speculate_sync_holds_the_answer_until_a_benign_verdict() -> None:
+    upstream = BlockingUpstream(["The ", "tool ", "cuts."])
+    rewriter = benign()
+
+    def verdict() -> GuardedConversation:
+        assert upstream.finished.wait(10)  # the whole answer exists before the verdict
+        return rewriter.guard(conversation())
+
+    stats = SpeculationStats()
+    received = list(speculate_sync(verdict, upstream.stream, lambda g: iter(["unused"]), stats))
+    assert received == ["The ", "tool ", "cuts."]
+    assert stats == SpeculationStats(hits=1)
+
+
+def test_speculate_sync_closes_the_original_stream_on_a_miss() -> None:
+    upstream = BlockingUpstream(["UNSAFE ", "more"], hang_after=1)
+    rewriter = risky()
+    calls: list[str] = []
+
+    def guarded(outcome: GuardedConversation) -> Iterator[str]:
+        calls.append(user_text(outcome))
+        upstream.resume.set()  # the original's next chunk comes: it sees the stop there
+        yield "Handle it safely."
+
+    received = list(
+        speculate_sync(lambda: rewriter.guard(conversation()), upstream.stream, guarded)
+    )
+    assert received == ["Handle it safely."]
+    assert calls == [REWRITE]
+    assert upstream.closed.wait(10)
+    assert not upstream.finished.is_set()  # closed at its next chunk, not read to the end
+
+
+def test_speculate_once_sync_answers_the_rewrite_on_a_miss_and_raises_input_errors() -> None:
+    calls: list[str] = []
+
+    def guarded(outcome: GuardedConversation) -> str:
+        calls.append(user_text(outcome))
+        return "Handle it safely."
+
+    stats = SpeculationStats()
+    rewriter = risky()
+    answer = speculate_once_sync(
+        lambda: rewriter.guard(conversation()), lambda: "UNSAFE", guarded, stats
+    )
+    assert answer == "Handle it safely." and calls == [REWRITE]
+    assert (
+        speculate_once_sync(lambda: benign().guard(conversation()), lambda: "ok", guarded) == "ok"
+    )
+    with pytest.raises(UnsupportedContentError):
+        speculate_once_sync(
+            lambda: benign().guard(conversation(OtherPart("audio"))), lambda: "x", guarded, stats
+        )
+    assert stats == SpeculationStats(misses=1, wasted_calls=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import sys
@@ -25,7 +24,7 @@ from vlmguard_plugins import (
     Turn,
     load_backend,
 )
-from vlmguard_plugins.errors import BackendError, ImageInputError
+from vlmguard_plugins.errors import BackendError, ImageInputError, InputError
 from vlmguard_plugins.telemetry import CAPTURE_CONTENT_ENV, SPAN_NAME, Telemetry
 from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend
 
@@ -173,8 +172,7 @@ async def test_content_is_recorded_only_when_capture_is_switched_on(
 
 async def test_the_content_setting_reaches_the_rewriter(provider, exporter):
     settings = RewriterSettings(backend="scripted", capture_message_content=True)
-    options = settings.rewriter_options()
-    options["telemetry"] = dataclasses.replace(options["telemetry"], tracer_provider=provider)
+    options = settings.rewriter_options(tracer_provider=provider)
     rewriter = Rewriter(ScriptedBackend.rewriting_to(REWRITE), **options)
 
     await rewriter.arewrite(QUESTION)
@@ -228,7 +226,7 @@ async def test_a_raised_error_is_recorded_with_its_type(provider, exporter):
     assert attributes(span)["error.type"] == "BackendError"
     (event,) = span.events
     assert event.name == "exception"
-    assert (event.attributes or {})["exception.type"].endswith("BackendError")
+    assert str((event.attributes or {})["exception.type"]).endswith("BackendError")
     assert "vlmguard.action" not in attributes(span)  # no result, so no outcome
 
 
@@ -244,6 +242,70 @@ async def test_an_input_error_of_a_conversation_is_an_error_span(provider, expor
     assert span.status.status_code is StatusCode.ERROR
     assert attributes(span)["error.type"] == "ImageDecodeError"  # an ImageInputError
     assert attributes(span)["vlmguard.image.count"] == 1
+
+
+@pytest.mark.parametrize("policy", ["shield", "block", "passthrough"])
+async def test_history_that_does_not_validate_is_an_error_span_like_any_failure(
+    provider, exporter, policy
+):
+    backend = ScriptedBackend.rewriting_to(REWRITE)
+    rewriter = traced(backend, provider, on_error=policy)
+
+    result = await rewriter.arewrite(
+        QUESTION, images=[png("red")], history=[{"role": "narrator", "text": "once upon"}]
+    )
+
+    assert backend.calls == []  # refused before the rewriter model was asked
+    assert (result.risk, result.action) == (None, policy)
+    (span,) = guard_spans(exporter)
+    recorded = attributes(span)
+    assert span.status.status_code is StatusCode.ERROR
+    assert recorded["error.type"] == "InputError"
+    assert (recorded["vlmguard.fallback"], recorded["vlmguard.risk"]) == (policy, "unknown")
+    assert (recorded["vlmguard.image.count"], recorded["vlmguard.history.turns"]) == (1, 1)
+
+
+async def test_a_refused_history_under_raise_is_recorded_with_its_exception(provider, exporter):
+    rewriter = traced(ScriptedBackend(), provider, on_error="raise")
+
+    with pytest.raises(InputError, match="invalid rewrite request"):
+        await rewriter.arewrite(QUESTION, history=[{"role": "user"}])
+
+    (span,) = guard_spans(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)["error.type"] == "InputError"
+    assert [event.name for event in span.events] == ["exception"]
+
+
+@pytest.mark.parametrize("policy", ["shield", "passthrough"])
+async def test_text_that_is_not_a_string_is_a_typed_error_and_an_error_span(
+    provider, exporter, policy
+):
+    backend = ScriptedBackend()
+    rewriter = traced(backend, provider, on_error=policy)
+
+    # No text means nothing for any policy to shield or pass on: the caller is told.
+    with pytest.raises(InputError, match="must be a string or a RewriteRequest, not bytes"):
+        await rewriter.arewrite(QUESTION.encode())  # type: ignore[arg-type]
+
+    assert backend.calls == []
+    (span,) = guard_spans(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)["error.type"] == "InputError"
+    assert "vlmguard.action" not in attributes(span)
+
+
+async def test_a_refused_request_records_its_text_only_when_capture_is_on(provider, exporter):
+    rewriter = Rewriter(
+        ScriptedBackend(),
+        telemetry=Telemetry(tracer_provider=provider, capture_message_content=True),
+    )
+
+    result = await rewriter.arewrite(QUESTION, history=[{"role": "narrator", "text": "x"}])
+
+    (span,) = guard_spans(exporter)
+    assert attributes(span)["vlmguard.content.original"] == QUESTION
+    assert attributes(span)["vlmguard.content.prompt"] == result.prompt
 
 
 async def test_a_cache_hit_reports_no_tokens(provider, exporter):
@@ -362,6 +424,124 @@ def test_the_gateway_records_a_span_for_a_request_of_the_openai_sdk(provider, ex
     assert recorded["vlmguard.risk"] == "medium"
     assert recorded["vlmguard.image.sha256"] == (hashlib.sha256(image).hexdigest(),)
     assert QUESTION not in _all_values(span)
+
+
+def _ask_the_gateway(url: str, content: Any) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    try:
+        client.chat.completions.create(
+            model="fake-vlm", messages=[{"role": "user", "content": content}]
+        )
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "environment", "captured"),
+    [
+        ({}, {}, False),
+        ({"capture_message_content": True}, {}, True),
+        ({}, {"VLMGUARD_GATEWAY_CAPTURE_MESSAGE_CONTENT": "true"}, True),
+        ({}, {CAPTURE_CONTENT_ENV: "true"}, True),  # unset follows the GenAI variable
+        ({"capture_message_content": False}, {CAPTURE_CONTENT_ENV: "true"}, False),
+    ],
+)
+def test_the_gateway_setting_decides_whether_its_spans_hold_the_text(
+    provider, exporter, monkeypatch, given, environment, captured
+):
+    from vlmguard_plugins.server import GatewaySettings, create_app
+    from vlmguard_plugins.testing import run_in_thread
+
+    monkeypatch.delenv("VLMGUARD_GATEWAY_CAPTURE_MESSAGE_CONTENT", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    # The gateway builds its own rewriter from its settings, here an OpenAI-compatible
+    # rewriter server on loopback.
+    rewriter_server = ChatCompletionServer(
+        ScriptedBackend.rewriting_to(REWRITE, risk="high"), model="vlmguard-r1"
+    )
+    upstream = ChatCompletionServer(chunks=["The answer is safe."], model="fake-vlm")
+    with rewriter_server, upstream:
+        settings = GatewaySettings.load(
+            upstream_url=upstream.base_url,
+            rewriter_backend="openai",
+            rewriter_model="vlmguard-r1",
+            rewriter_base_url=rewriter_server.base_url,
+            **given,
+        )
+        with run_in_thread(create_app(settings, tracer_provider=provider)) as url:
+            _ask_the_gateway(url, QUESTION)
+
+    (received,) = upstream.chat_requests
+    assert received.last_user_content == REWRITE
+    (span,) = guard_spans(exporter)
+    recorded = attributes(span)
+    assert (recorded["vlmguard.action"], recorded["gen_ai.request.model"]) == (
+        "rewrite",
+        "vlmguard-r1",
+    )
+    if captured:
+        assert recorded["vlmguard.content.original"] == QUESTION
+        assert recorded["vlmguard.content.prompt"] == REWRITE
+    else:
+        assert not any(name.startswith("vlmguard.content.") for name in recorded)
+        assert QUESTION not in _all_values(span)
+        assert REWRITE not in _all_values(span)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [([], None), (["--capture-message-content"], True), (["--no-capture-message-content"], False)],
+)
+def test_vlmguard_serve_passes_the_content_option_to_the_rewriter(monkeypatch, option, expected):
+    from typer.testing import CliRunner
+
+    from vlmguard_plugins.cli import app
+    from vlmguard_plugins.server import app as gateway_app
+
+    monkeypatch.delenv("VLMGUARD_GATEWAY_CAPTURE_MESSAGE_CONTENT", raising=False)
+    started: list[Any] = []
+    monkeypatch.setattr(gateway_app, "serve", lambda settings, **options: started.append(settings))
+
+    outcome = CliRunner().invoke(
+        app,
+        ["serve", "--upstream", "http://127.0.0.1:9/v1", "--rewriter-backend", "scripted"] + option,
+    )
+
+    assert outcome.exit_code == 0, outcome.output
+    (settings,) = started
+    assert settings.rewriter_settings().capture_message_content is expected
+
+
+@pytest.mark.parametrize("mode", ["enforce", "speculative"])
+def test_the_gateway_rewrite_span_nests_under_the_request_span(provider, exporter, mode):
+    from vlmguard_plugins.server import GatewaySettings, create_app
+    from vlmguard_plugins.testing import run_in_thread
+
+    tracer = provider.get_tracer("the web framework's instrumentation")
+    upstream = ChatCompletionServer(chunks=["The answer is safe."], model="fake-vlm")
+    rewriter = traced(ScriptedBackend.rewriting_to(REWRITE), provider)
+    with upstream:
+        gateway = create_app(GatewaySettings(upstream_url=upstream.base_url, mode=mode), rewriter)
+
+        # What an ASGI instrumentation does: one server span around each HTTP request.
+        async def instrumented(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await gateway(scope, receive, send)
+                return
+            with tracer.start_as_current_span(f"{scope['method']} {scope['path']}"):
+                await gateway(scope, receive, send)
+
+        with run_in_thread(instrumented) as url:
+            _ask_the_gateway(url, QUESTION)
+
+    (guard,) = guard_spans(exporter)
+    (request,) = [s for s in exporter.get_finished_spans() if s.name.startswith("POST ")]
+    assert guard.parent is not None
+    assert guard.parent.span_id == request.context.span_id
+    assert guard.context.trace_id == request.context.trace_id
 
 
 async def test_switched_off_records_nothing(provider, exporter):

@@ -10,6 +10,7 @@ wheels installed is found.  The rewriter and the VLM are loopback servers run he
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -315,8 +316,6 @@ LLAMA_INDEX_SCRIPT = """
 
 @pytest.fixture
 def knife_url(knife: Path) -> str:
-    import base64
-
     return f"data:image/png;base64,{base64.b64encode(knife.read_bytes()).decode('ascii')}"
 
 

@@ -22,6 +22,7 @@ from .prompts import SYSTEM_PROMPT
 from .rewriter import Rewriter
 from .settings import RewriterSettings
 from .speculative import SpeculationStats, releasable, speculate, speculate_once
+from .telemetry import Telemetry
 from .types import FailurePolicyName, HistoryTurn, RewriteRequest, RewriteResult, Risk, Usage
 from .urls import URLPolicy
 
@@ -51,6 +52,7 @@ __all__ = [
     "RewriterSettings",
     "Risk",
     "SpeculationStats",
+    "Telemetry",
     "TextPart",
     "Turn",
     "URLPolicy",

@@ -166,15 +166,25 @@ class Rewriter:
         ``request`` is a :class:`RewriteRequest` or the user's text, with ``images``
         and ``history`` given alongside.  ``on_error`` overrides the failure policy
         for this call.  Never fails open unless the policy is ``passthrough``.
+
+        Raises:
+            InputError: ``request`` is neither a string nor a :class:`RewriteRequest`,
+                so there is no text for the failure policy to answer with.
+            ConfigurationError: ``images`` or ``history`` given beside a
+                :class:`RewriteRequest`.
         """
         policy = validate_policy(on_error) if on_error else self.on_error
         started = time.perf_counter()
         try:
-            request = self._as_request(request, images, history)
+            built = self._as_request(request, images, history)
         except InputError as error:
-            assert isinstance(request, str)  # a RewriteRequest was validated when built
-            return apply_failure_policy(policy, request, error, latency_ms=_elapsed_ms(started))
-        return await self._run(request, policy, started, raise_input_errors=False)
+            # Refused before a request exists (history that does not validate, text that
+            # is not a string): still one rewrite, so still one span.
+            refusal = self._refuse_unbuilt(request, error, policy, started)
+            given_images = len(images) if images is not None else 0
+            given_history = len(history) if history is not None else 0
+            return await self._traced(refusal, policy, given_images, given_history)
+        return await self._run(built, policy, started, raise_input_errors=False)
 
     async def aguard(
         self,
@@ -228,9 +238,29 @@ class Rewriter:
         raise_input_errors: bool,
     ) -> RewriteResult:
         run = self._run_untraced(request, policy, started, raise_input_errors=raise_input_errors)
+        return await self._traced(run, policy, len(request.images), len(request.history))
+
+    async def _traced(
+        self,
+        run: Coroutine[Any, Any, RewriteResult],
+        policy: FailurePolicyName,
+        image_count: int,
+        history_turns: int,
+    ) -> RewriteResult:
         if self._tracer is None:
             return await run
-        return await self._tracer.trace(request, policy, run)
+        return await self._tracer.trace(
+            run, on_error=policy, image_count=image_count, history_turns=history_turns
+        )
+
+    @staticmethod
+    async def _refuse_unbuilt(
+        given: object, error: InputError, policy: FailurePolicyName, started: float
+    ) -> RewriteResult:
+        if not isinstance(given, str):
+            # Without a text there is nothing the policy could shield, block or pass on.
+            raise error
+        return apply_failure_policy(policy, given, error, latency_ms=_elapsed_ms(started))
 
     async def _run_untraced(
         self,
@@ -369,6 +399,11 @@ class Rewriter:
                     "pass images and history inside the RewriteRequest, not alongside it"
                 )
             return request
+        if not isinstance(request, str):
+            raise InputError(
+                "the text to rewrite must be a string or a RewriteRequest, not "
+                f"{type(request).__name__}"
+            )
         try:
             return RewriteRequest(
                 text=request,
@@ -536,3 +571,11 @@ async def _within(coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+__all__ = [
+    "INLINE_DECODE_MAX_BYTES",
+    "INLINE_DECODE_MAX_PIXELS",
+    "PARSE_INLINE_MAX_CHARS",
+    "Rewriter",
+]

@@ -15,7 +15,7 @@ all describe their rewriter with these fields, under these names::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -26,6 +26,9 @@ from .rewriter import Rewriter
 from .telemetry import Telemetry
 from .types import HISTORY_TURNS_CAP, MAX_HISTORY_TURNS, FailurePolicyName, HistoryOverflow
 from .urls import URLPolicy
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 DEFAULT_REWRITER_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 """The model a rewriter uses when none is named (a hub id for ``transformers``)."""
@@ -174,8 +177,12 @@ class RewriterSettings(BaseModel):
             timeout_s=self.image_fetch_timeout_s,
         )
 
-    def rewriter_options(self) -> dict[str, Any]:
-        """The keyword arguments for :class:`~vlmguard_plugins.Rewriter` besides the backend."""
+    def rewriter_options(self, *, tracer_provider: TracerProvider | None = None) -> dict[str, Any]:
+        """The keyword arguments for :class:`~vlmguard_plugins.Rewriter` besides the backend.
+
+        ``tracer_provider`` is the OpenTelemetry provider the rewriter's spans go to
+        (``None``: the global one); see :class:`~vlmguard_plugins.telemetry.Telemetry`.
+        """
         return {
             "on_error": self.on_error,
             "timeout_s": self.timeout_s,
@@ -190,11 +197,17 @@ class RewriterSettings(BaseModel):
             "unsupported_content": self.unsupported_content,
             "max_history_turns": self.max_history_turns,
             "history_overflow": self.history_overflow,
-            "telemetry": Telemetry(capture_message_content=self.capture_message_content),
+            "telemetry": Telemetry(
+                tracer_provider=tracer_provider,
+                capture_message_content=self.capture_message_content,
+            ),
         }
 
-    def build(self) -> Rewriter:
+    def build(self, *, tracer_provider: TracerProvider | None = None) -> Rewriter:
         """Load the backend and build the Rewriter these settings describe.
+
+        ``tracer_provider`` is the OpenTelemetry provider for the rewriter's spans
+        (``None``: the global one, looked up when a span starts).
 
         Raises:
             ConfigurationError: an unknown backend or invalid backend options.
@@ -203,7 +216,8 @@ class RewriterSettings(BaseModel):
         from .backends import load_backend
 
         return Rewriter(
-            load_backend(self.backend, **self.backend_kwargs()), **self.rewriter_options()
+            load_backend(self.backend, **self.backend_kwargs()),
+            **self.rewriter_options(tracer_provider=tracer_provider),
         )
 
 

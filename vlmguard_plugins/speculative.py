@@ -30,18 +30,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import queue
+import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .conversation.guard import GuardedConversation
 from .errors import ConfigurationError
-from .types import Risk
+from .types import RewriteResult, Risk
 
 T = TypeVar("T")
 
+
+class Verdict(Protocol):
+    """What the guard's outcome must tell: the rewrite and the parts dropped.
+
+    :class:`~vlmguard_plugins.GuardedConversation` is one; an adapter may pass its own
+    (LlamaIndex's ``GuardedMessages``), so that a miss gets the guarded request in the
+    adapter's own form.
+    """
+
+    @property
+    def result(self) -> RewriteResult | None: ...
+
+    @property
+    def dropped(self) -> tuple[str, ...]: ...
+
+
+V = TypeVar("V", bound=Verdict)
+
 _RELEASABLE_RISKS = (Risk.NONE, Risk.LOW)
+
+REDELIVER_S = 0.05
+"""Seconds between deliveries of a cancellation the original call has not yet seen."""
 
 
 @dataclass
@@ -58,7 +83,7 @@ class SpeculationStats:
     wasted_calls: int = 0
 
 
-def releasable(guarded: GuardedConversation) -> bool:
+def releasable(guarded: GuardedConversation | Verdict) -> bool:
     """Whether the verdict lets the answer to the original request be released.
 
     True only when the guarded conversation is exactly the original: the rewriter
@@ -103,7 +128,7 @@ class _HeldAnswer(Generic[T]):
         self._chunks: deque[Any] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Semaphore(limit) if limit is not None else None
-        self.task = asyncio.ensure_future(self._read(original))
+        self.call = _Call(self._read(original))
 
     async def _read(self, original: Callable[[], AsyncIterator[T]]) -> None:
         stream: AsyncIterator[T] | None = None
@@ -119,6 +144,7 @@ class _HeldAnswer(Generic[T]):
                     return
                 self._put(chunk)
         except asyncio.CancelledError:
+            self.call.seen = True  # from here on, only the stream's own closing runs
             raise
         except Exception as error:  # the model's own error: the consumer decides
             self._put(_Failed(error))
@@ -148,8 +174,38 @@ class _HeldAnswer(Generic[T]):
                 raise item.error
             yield item
 
+
+class _Call:
+    """A task running the original model call, whose cancellation is delivered for sure.
+
+    A client library may swallow a cancellation that arrives at an unlucky moment
+    (while it dispatches a callback, say) and read on: the upstream would then generate
+    the whole answer for nobody.  So the cancellation is delivered again, every
+    :data:`REDELIVER_S` seconds, until the call has seen one.
+    """
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.seen = False
+        self.task = asyncio.ensure_future(self._run(coroutine))
+
+    async def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            return await coroutine
+        except asyncio.CancelledError:
+            self.seen = True
+            raise
+
     async def cancel(self) -> None:
-        await _cancel_and_wait(self.task)
+        """Cancel the call and wait until it has finished, keeping its outcome to itself."""
+        task = self.task
+        try:
+            while not task.done() and not self.seen:
+                task.cancel()
+                await asyncio.wait((task,), timeout=REDELIVER_S)
+            if not task.done():
+                await asyncio.wait((task,))
+        finally:
+            task.add_done_callback(_retrieve)
 
 
 async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
@@ -174,7 +230,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _validate_limit(max_held_chunks: int | None, guard: Awaitable[Any]) -> None:
+def _validate_limit(max_held_chunks: int | None, guard: Awaitable[Any] | None) -> None:
     if max_held_chunks is not None and max_held_chunks < 1:
         if isinstance(guard, Coroutine):
             guard.close()  # never started: closed, so that it is not reported as forgotten
@@ -182,16 +238,18 @@ def _validate_limit(max_held_chunks: int | None, guard: Awaitable[Any]) -> None:
 
 
 async def speculate(
-    guard: Awaitable[GuardedConversation],
+    guard: Awaitable[V],
     original: Callable[[], AsyncIterator[T]],
-    guarded: Callable[[GuardedConversation], AsyncIterator[T]],
+    guarded: Callable[[V], AsyncIterator[T]],
     stats: SpeculationStats | None = None,
     max_held_chunks: int | None = None,
 ) -> AsyncIterator[T]:
     """Stream the model's answer, calling it on the original request while the guard runs.
 
     Args:
-        guard: the running guard, such as ``rewriter.aguard(conversation)``.
+        guard: the running guard, such as ``rewriter.aguard(conversation)`` (its
+            outcome: a :class:`~vlmguard_plugins.GuardedConversation`, or any
+            :class:`Verdict`).
         original: starts the model call on the original request and yields its chunks.
         guarded: the model call on the guarded request, called on a miss (it may raise,
             for a block).
@@ -212,12 +270,12 @@ async def speculate(
     held = _HeldAnswer(original, max_held_chunks)
     try:
         try:
-            guarded_conversation = await verdict
+            outcome = await verdict
         except BaseException:
             if stats is not None:
                 stats.wasted_calls += 1
             raise
-        if releasable(guarded_conversation):
+        if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
             async for chunk in held:
@@ -226,20 +284,20 @@ async def speculate(
         if stats is not None:
             stats.misses += 1
             stats.wasted_calls += 1
-        await held.cancel()
-        async for chunk in guarded(guarded_conversation):
+        await held.call.cancel()
+        async for chunk in guarded(outcome):
             yield chunk
     finally:
         # Also reached when the caller stops reading early or is cancelled: no task of
         # ours outlives the call.
         await _cancel_and_wait(verdict)
-        await held.cancel()
+        await held.call.cancel()
 
 
 async def speculate_once(
-    guard: Awaitable[GuardedConversation],
+    guard: Awaitable[V],
     original: Callable[[], Awaitable[T]],
-    guarded: Callable[[GuardedConversation], Awaitable[T]],
+    guarded: Callable[[V], Awaitable[T]],
     stats: SpeculationStats | None = None,
 ) -> T:
     """The non-streaming :func:`speculate`: one answer, released or replaced at the verdict.
@@ -248,26 +306,135 @@ async def speculate_once(
         InputError: whatever the guard raises (the original call is cancelled first).
     """
     verdict = asyncio.ensure_future(guard)
-    answer = asyncio.ensure_future(_call(original))
+    answer = _Call(_call(original))
     try:
         try:
-            guarded_conversation = await verdict
+            outcome = await verdict
         except BaseException:
             if stats is not None:
                 stats.wasted_calls += 1
             raise
-        if releasable(guarded_conversation):
+        if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
-            return await answer
+            result: T = await answer.task
+            return result
         if stats is not None:
             stats.misses += 1
             stats.wasted_calls += 1
-        await _cancel_and_wait(answer)
-        return await guarded(guarded_conversation)
+        await answer.cancel()
+        return await guarded(outcome)
     finally:
         await _cancel_and_wait(verdict)
-        await _cancel_and_wait(answer)
+        await answer.cancel()
+
+
+# -- synchronous callers ----------------------------------------------------------------
+
+
+def speculate_once_sync(
+    guard: Callable[[], V],
+    original: Callable[[], T],
+    guarded: Callable[[V], T],
+    stats: SpeculationStats | None = None,
+) -> T:
+    """:func:`speculate_once` for synchronous code: the original call runs in a thread.
+
+    A synchronous call cannot be interrupted: on a miss its answer is discarded when it
+    comes (counted in ``wasted_calls``).
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmguard-speculative")
+    try:
+        # The caller's context (tracing, callbacks) goes with the call into the thread.
+        pending = executor.submit(contextvars.copy_context().run, original)
+        try:
+            outcome = guard()
+        except BaseException:
+            if stats is not None:
+                stats.wasted_calls += 1
+            pending.cancel()
+            raise
+        if releasable(outcome):
+            if stats is not None:
+                stats.hits += 1
+            return pending.result()
+        if stats is not None:
+            stats.misses += 1
+            stats.wasted_calls += 1
+        pending.cancel()  # stops it only if it has not started
+        return guarded(outcome)
+    finally:
+        executor.shutdown(wait=False)
+
+
+def speculate_sync(
+    guard: Callable[[], V],
+    original: Callable[[], Iterator[T]],
+    guarded: Callable[[V], Iterator[T]],
+    stats: SpeculationStats | None = None,
+    max_held_chunks: int | None = None,
+) -> Iterator[T]:
+    """:func:`speculate` for synchronous code: the original stream is read in a thread.
+
+    On a miss (or when the caller stops reading) the thread stops at the original
+    stream's next chunk and closes it (``close()``: a synchronous HTTP stream is closed
+    there), since a thread blocked in a read cannot be interrupted.
+    """
+    _validate_limit(max_held_chunks, None)
+    held: queue.Queue[Any] = queue.Queue(maxsize=max_held_chunks or 0)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                held.put(item, timeout=REDELIVER_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        stream: Iterator[T] | None = None
+        try:
+            stream = original()
+            for chunk in stream:
+                if stop.is_set() or not put(chunk):
+                    return
+            put(_END)
+        except Exception as error:  # the model's own error: the consumer decides
+            put(_Failed(error))
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    context = contextvars.copy_context()
+    threading.Thread(
+        target=context.run, args=(read,), name="vlmguard-speculative", daemon=True
+    ).start()
+    try:
+        try:
+            outcome = guard()
+        except BaseException:
+            if stats is not None:
+                stats.wasted_calls += 1
+            raise
+        if releasable(outcome):
+            if stats is not None:
+                stats.hits += 1
+            while (item := held.get()) is not _END:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+            return
+        if stats is not None:
+            stats.misses += 1
+            stats.wasted_calls += 1
+        stop.set()
+        yield from guarded(outcome)
+    finally:
+        stop.set()
 
 
 async def _call(original: Callable[[], Awaitable[T]]) -> T:
@@ -275,4 +442,13 @@ async def _call(original: Callable[[], Awaitable[T]]) -> T:
     return await original()
 
 
-__all__ = ["SpeculationStats", "releasable", "speculate", "speculate_once"]
+__all__ = [
+    "REDELIVER_S",
+    "SpeculationStats",
+    "Verdict",
+    "releasable",
+    "speculate",
+    "speculate_once",
+    "speculate_once_sync",
+    "speculate_sync",
+]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .images import PreparedImage
-from .types import RewriteRequest, RewriteResult
+from .types import RewriteResult
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -147,16 +147,22 @@ class RewriteTracer:
 
     async def trace(
         self,
-        request: RewriteRequest,
-        on_error: str,
         run: Coroutine[Any, Any, RewriteResult],
+        *,
+        on_error: str,
+        image_count: int,
+        history_turns: int,
     ) -> RewriteResult:
-        """Await ``run`` (the rewrite of ``request``) inside its span."""
+        """Await ``run`` (one rewrite) inside its span.
+
+        ``image_count`` and ``history_turns`` describe the request as it was given,
+        so that a request refused before it could be built is described as well.
+        """
         attributes: dict[str, Any] = {
             **self._static,
             VLMGUARD_ON_ERROR: on_error,
-            VLMGUARD_IMAGE_COUNT: len(request.images),
-            VLMGUARD_HISTORY_TURNS: len(request.history),
+            VLMGUARD_IMAGE_COUNT: image_count,
+            VLMGUARD_HISTORY_TURNS: history_turns,
         }
         # Exceptions are recorded here, not by the SDK: a cancelled rewrite is not an error.
         with self._tracer.start_as_current_span(
@@ -175,7 +181,7 @@ class RewriteTracer:
                     span.set_status(self._status(self._error, str(error)))
                 raise
             if span.is_recording():
-                self._record_result(span, request, result)
+                self._record_result(span, result)
             return result
 
     def record_images(self, images: Sequence[PreparedImage]) -> None:
@@ -184,7 +190,7 @@ class RewriteTracer:
         if images and span.is_recording():
             span.set_attribute(VLMGUARD_IMAGE_SHA256, [image.sha256 for image in images])
 
-    def _record_result(self, span: Span, request: RewriteRequest, result: RewriteResult) -> None:
+    def _record_result(self, span: Span, result: RewriteResult) -> None:
         span.set_attributes(
             {
                 VLMGUARD_RISK: result.risk_label,
@@ -207,7 +213,7 @@ class RewriteTracer:
             span.set_attribute(ERROR_TYPE, _fallback_error_type(result.fallback))
             span.set_status(self._status(self._error, result.fallback))
         if self.capture_content:
-            span.set_attribute(VLMGUARD_CONTENT_ORIGINAL, request.text)
+            span.set_attribute(VLMGUARD_CONTENT_ORIGINAL, result.original)
             span.set_attribute(VLMGUARD_CONTENT_PROMPT, result.prompt)
             if result.analysis:
                 span.set_attribute(VLMGUARD_CONTENT_ANALYSIS, result.analysis)

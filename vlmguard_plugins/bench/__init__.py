@@ -1,7 +1,8 @@
 """The safety benchmark harness, built on inspect_ai.
 
 Tasks read the published benchmark files (SIUO, MM-SafetyBench, VLGuard, FigStep,
-MM-Vet); defences are solvers (``none``, ``static_shield``, ``ecso``, ``vlmguard``);
+MM-Vet); defences are solvers (``none``, ``static_shield``, ``adashield_s``, ``ecso``,
+``vlmguard``);
 judges are scorers.  Every run writes inspect logs that ``inspect view`` shows, and
 :func:`build_report` turns a log folder into tables and plots::
 
@@ -31,6 +32,7 @@ _EXPORTS = {
     "build_task": "tasks",
     "run_benchmark": "run",
     "build_report": "report",
+    "run_paper": "paper",
     "render_typo_images": "typo",
 }
 

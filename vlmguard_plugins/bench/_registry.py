@@ -1,4 +1,5 @@
-"""inspect_ai entry point: registers the ``vlmguard-transformers`` provider and the tasks.
+"""inspect_ai entry point: registers the ``vlmguard-transformers`` and ``vlmguard-openai``
+providers and the tasks.
 
 With it, ``inspect eval vlmguard_plugins/figstep -T data_dir=... --model
 vlmguard-transformers/<model>`` works from inspect's own command line.
@@ -6,4 +7,4 @@ vlmguard-transformers/<model>`` works from inspect's own command line.
 
 from __future__ import annotations
 
-from . import provider, tasks  # noqa: F401
+from . import openai_provider, provider, tasks  # noqa: F401

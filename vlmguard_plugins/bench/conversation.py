@@ -10,6 +10,7 @@ document) is refused by the core, never sent to the target unread.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from inspect_ai.model import (
     ChatMessage,
@@ -23,6 +24,7 @@ from inspect_ai.model import (
 )
 
 from ..conversation import Conversation, ImagePart, OtherPart, Part, Role, TextPart, Turn
+from ..images import load_image
 
 _ROLES: dict[type[ChatMessage], Role] = {
     ChatMessageSystem: "system",
@@ -82,3 +84,28 @@ def from_conversation(conversation: Conversation) -> list[ChatMessage]:
 
 
 __all__ = ["from_conversation", "to_conversation"]
+
+
+def backend_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """A sample's messages as a backend's chat (images loaded), for the target providers.
+
+    Tool results have no place in a plain VLM chat template: they are sent as user
+    text.  Parts other than text and images are left out: the defences refuse them
+    before a guarded target is called.
+    """
+    converted = []
+    for message in messages:
+        role = message.role if message.role in ("system", "user", "assistant") else "user"
+        parts = (
+            [ContentText(text=message.content)]
+            if isinstance(message.content, str)
+            else message.content
+        )
+        content: list[dict[str, Any]] = []
+        for part in parts:
+            if isinstance(part, ContentImage):
+                content.append({"type": "image", "image": load_image(part.image)})
+            elif isinstance(part, ContentText):
+                content.append({"type": "text", "text": part.text})
+        converted.append({"role": role, "content": content})
+    return converted

@@ -7,56 +7,32 @@ then writes the tables and plots with :func:`~vlmguard_plugins.bench.build_repor
 its command line.
 
 Targets and judges served by an OpenAI-compatible server (vLLM, SGLang, Ollama...)
-are reached with the ``vlmguard-openai/<service>/<model>`` provider defined here: it
-sends inspect's requests through this package's own OpenAI backend (retries,
-failover, image encoding) and reads the server from ``<SERVICE>_BASE_URL`` and
-``<SERVICE>_API_KEY``, as inspect's ``openai-api`` provider does, without needing
-the ``openai>=3.4`` SDK that provider asks for.
+are reached with the ``vlmguard-openai/<service>/<model>`` provider
+(:mod:`vlmguard_plugins.bench.openai_provider`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inspect_ai.log import EvalLog
-from inspect_ai.model import (
-    ChatMessage,
-    ContentImage,
-    ContentText,
-    GenerateConfig,
-    Model,
-    ModelAPI,
-    ModelOutput,
-    ModelUsage,
-    modelapi,
-)
-from inspect_ai.tool import ToolChoice, ToolInfo
+from inspect_ai.model import Model
 
-from ..backends.base import GenerationRequest
-from ..backends.openai import OpenAIBackend
-from ..errors import ConfigurationError
-from ..images import load_image
 from ..rewriter import Rewriter
 from .defenses import DEFENSES
 from .report import build_report
 from .run import run_benchmark
 
 __all__ = [
-    "OPENAI_PROVIDER",
     "PAPER_DEFENSES",
     "PAPER_TASKS",
-    "OpenAICompatibleModelAPI",
     "PaperRun",
     "run_paper",
 ]
 
-OPENAI_PROVIDER = "vlmguard-openai"
-DEFAULT_MAX_TOKENS = 512
 
 PAPER_TASKS: tuple[str, ...] = ("siuo", "mm_safetybench", "vlguard", "mmvet")
 """The paper's safety benchmarks and its utility benchmark (VLGuard: its three subsets)."""
@@ -115,102 +91,3 @@ def run_paper(
     )
     written = build_report(log_dir, report_dir)
     return PaperRun(success, logs, log_dir, report_dir, written)
-
-
-# --- served models as inspect models --------------------------------------------------
-
-
-def _backend_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    converted = []
-    for message in messages:
-        # Tool results have no place in a plain VLM chat: they are sent as user text.
-        role = message.role if message.role in ("system", "user", "assistant") else "user"
-        parts = (
-            [ContentText(text=message.content)]
-            if isinstance(message.content, str)
-            else message.content
-        )
-        content: list[dict[str, Any]] = []
-        for part in parts:
-            if isinstance(part, ContentImage):
-                # The benchmark's own image files (or data URLs inspect made of them).
-                content.append({"type": "image", "image": load_image(part.image)})
-            elif isinstance(part, ContentText):
-                content.append({"type": "text", "text": part.text})
-        converted.append({"role": role, "content": content})
-    return converted
-
-
-class OpenAICompatibleModelAPI(ModelAPI):
-    """inspect ``ModelAPI`` for ``vlmguard-openai/<service>/<model>``: a served model.
-
-    The server is ``base_url`` if inspect is given one, else ``<SERVICE>_BASE_URL``
-    (several replicas comma-separated); the key ``<SERVICE>_API_KEY``.  Model args
-    (``-M``) go to :class:`~vlmguard_plugins.backends.openai.OpenAIBackend`
-    (``timeout_s``, ``max_retries``, ``image_max_side``, ``extra_body``...).
-    """
-
-    def __init__(
-        self,
-        model_name: str,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
-        **model_args: Any,
-    ) -> None:
-        service, _, served = model_name.partition("/")
-        if not service or not served:
-            raise ConfigurationError(
-                f"{OPENAI_PROVIDER} models are named {OPENAI_PROVIDER}/<service>/<model>, "
-                f"got {OPENAI_PROVIDER}/{model_name}"
-            )
-        prefix = service.upper().replace("-", "_")
-        base_url = base_url or os.environ.get(f"{prefix}_BASE_URL")
-        if not base_url:
-            raise ConfigurationError(
-                f"no server for {OPENAI_PROVIDER}/{model_name}: set {prefix}_BASE_URL "
-                f"(or pass --base-url {service}=URL)"
-            )
-        api_key = api_key or os.environ.get(f"{prefix}_API_KEY")
-        super().__init__(model_name, base_url, api_key, [], config)
-        self.served_model = served
-        self.backend = OpenAIBackend(
-            served, base_url=base_url.split(","), api_key=api_key, **model_args
-        )
-
-    async def generate(
-        self,
-        input: list[ChatMessage],
-        tools: list[ToolInfo],
-        tool_choice: ToolChoice,
-        config: GenerateConfig,
-    ) -> ModelOutput:
-        # Decoding the images is CPU work: off the event loop.
-        messages = await asyncio.to_thread(_backend_messages, input)
-        generation = await self.backend.agenerate(
-            GenerationRequest(
-                messages=messages,
-                max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
-                temperature=config.temperature or 0.0,
-                stop=list(config.stop_seqs or []),
-            )
-        )
-        output = ModelOutput.from_content(model=self.served_model, content=generation.text)
-        output.usage = ModelUsage(
-            input_tokens=generation.prompt_tokens,
-            output_tokens=generation.completion_tokens,
-            total_tokens=generation.prompt_tokens + generation.completion_tokens,
-        )
-        return output
-
-    def max_tokens(self) -> int | None:
-        return DEFAULT_MAX_TOKENS
-
-    def max_connections(self) -> int:
-        return self.backend.max_concurrency
-
-
-@modelapi(name=OPENAI_PROVIDER)
-def vlmguard_openai() -> type[ModelAPI]:
-    """The ``vlmguard-openai`` provider."""
-    return OpenAICompatibleModelAPI

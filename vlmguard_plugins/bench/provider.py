@@ -29,8 +29,6 @@ from typing import Any
 
 from inspect_ai.model import (
     ChatMessage,
-    ContentImage,
-    ContentText,
     GenerateConfig,
     ModelAPI,
     ModelOutput,
@@ -41,7 +39,7 @@ from inspect_ai.tool import ToolChoice, ToolInfo
 
 from ..backends.base import Generation, GenerationRequest
 from ..backends.transformers import TransformersBackend
-from ..images import load_image
+from .conversation import backend_messages
 
 __all__ = [
     "PROVIDER_NAME",
@@ -53,33 +51,6 @@ __all__ = [
 
 PROVIDER_NAME = "vlmguard-transformers"
 DEFAULT_MAX_TOKENS = 512
-
-
-def _parts(message: ChatMessage) -> list[tuple[str, Any]]:
-    if isinstance(message.content, str):
-        return [("text", message.content)]
-    parts: list[tuple[str, Any]] = []
-    for part in message.content:
-        if isinstance(part, ContentImage):
-            parts.append(("image", part.image))
-        elif isinstance(part, ContentText):
-            parts.append(("text", part.text))
-    return parts
-
-
-def _to_backend_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    converted = []
-    for message in messages:
-        # Tool results have no place in a plain VLM chat template: they are sent as user text.
-        role = message.role if message.role in ("system", "user", "assistant") else "user"
-        content = [
-            {"type": "image", "image": load_image(value)}
-            if kind == "image"
-            else {"type": "text", "text": value}
-            for kind, value in _parts(message)
-        ]
-        converted.append({"role": role, "content": content})
-    return converted
 
 
 @dataclass
@@ -153,7 +124,7 @@ class TransformersModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        messages = await asyncio.to_thread(_to_backend_messages, input)
+        messages = await asyncio.to_thread(backend_messages, input)
         request = SampledRequest(
             messages=messages,
             max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,

@@ -76,6 +76,7 @@ class ReportRow:
     helpful_judged: int
     attack_success_rate: float
     safety_score: float
+    safety_score_judged: int
     safe_and_effective: float
     rewriter_call_p50_ms: float
     rewriter_call_p95_ms: float
@@ -273,6 +274,7 @@ def _row(
         helpful_judged=_judged_count(records, HELPFUL),
         attack_success_rate=judged_mean(r.scores.get(ATTACK_SUCCESS) for r in records),
         safety_score=judged_mean(r.scores.get(SAFETY_SCORE) for r in records),
+        safety_score_judged=_judged_count(records, SAFETY_SCORE),
         safe_and_effective=judged_mean(r.scores.get(SAFE_AND_EFFECTIVE) for r in records),
         rewriter_call_p50_ms=_percentile(calls, 0.5),
         rewriter_call_p95_ms=_percentile(calls, 0.95),
@@ -337,6 +339,12 @@ def _judged(value: float, judged: int, samples: int) -> str:
     return f"{format_percent(value)} ({judged} judged of {samples})"
 
 
+def _judged_score(row: ReportRow) -> str:
+    if math.isnan(row.safety_score):
+        return "-"
+    return f"{row.safety_score:.1f} ({row.safety_score_judged} judged of {row.samples})"
+
+
 def _number(value: float, digits: int = 1) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -355,7 +363,7 @@ _MARKDOWN_COLUMNS: list[tuple[str, Any]] = [
     ("safety", lambda r: _judged(r.safety_rate, r.safety_judged, r.samples)),
     ("helpful", lambda r: _judged(r.helpfulness, r.helpful_judged, r.samples)),
     ("ASR", lambda r: format_percent(r.attack_success_rate)),
-    ("safety 0-10", lambda r: _number(r.safety_score)),
+    ("safety 0-10", lambda r: _judged_score(r)),
     ("safe & effective", lambda r: format_percent(r.safe_and_effective)),
     ("rewriter call p50 / p95 ms", lambda r: _pair(r.rewriter_call_p50_ms, r.rewriter_call_p95_ms)),
     ("queue p50 / p95 ms", lambda r: _pair(r.rewriter_queue_p50_ms, r.rewriter_queue_p95_ms)),

@@ -28,7 +28,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import Depends, FastAPI, Request
@@ -54,19 +54,25 @@ from .shadow import ShadowGuard
 from .speculation import SpeculativeRelay
 from .upstream import Upstream
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 logger = logging.getLogger("vlmguard_plugins.server")
 
 _ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/models", "/healthz", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def build_rewriter(settings: GatewaySettings) -> Rewriter:
-    """The rewriter described by ``settings`` (backend, model, limits, policy).
+def build_rewriter(
+    settings: GatewaySettings, *, tracer_provider: TracerProvider | None = None
+) -> Rewriter:
+    """The rewriter described by ``settings`` (backend, model, limits, policy, tracing).
 
     Built through the core's :class:`~vlmguard_plugins.RewriterSettings`, as every
-    entry point builds its rewriter.
+    entry point builds its rewriter; its spans go to ``tracer_provider`` (``None``: the
+    global OpenTelemetry provider).
     """
-    return settings.rewriter_settings().build()
+    return settings.rewriter_settings().build(tracer_provider=tracer_provider)
 
 
 class RedactQueryStrings(logging.Filter):
@@ -259,15 +265,22 @@ def open_audit_log(settings: GatewaySettings) -> AuditLog | None:
         ) from exc
 
 
-def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings,
+    rewriter: Rewriter | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """Build the gateway.
 
     Args:
         settings: upstream, security, limits and policy.
         rewriter: the rewriter to use; built from ``settings`` when None.  A rewriter
-            given here keeps its own limits, URL policy and ``unsupported_content``
-            setting (the gateway's ``on_error`` still decides failures), and is not
-            closed when the app shuts down.
+            given here keeps its own limits, URL policy, ``unsupported_content`` setting
+            and telemetry (the gateway's ``on_error`` still decides failures), and is
+            not closed when the app shuts down.
+        tracer_provider: the OpenTelemetry provider that the rewriter built from
+            ``settings`` records its spans with; ``None`` uses the global one.
 
     The ``mode`` setting decides how the guard stands in the request path: ``enforce``
     guards then forwards the guarded request; ``shadow`` forwards the original at once
@@ -285,7 +298,7 @@ def create_app(settings: GatewaySettings, rewriter: Rewriter | None = None) -> F
     # Opened first: a wrong path fails before a rewriter model is loaded for nothing.
     audit = open_audit_log(settings)
     owns_rewriter = rewriter is None
-    rewriter = rewriter or build_rewriter(settings)
+    rewriter = rewriter or build_rewriter(settings, tracer_provider=tracer_provider)
     guard = Guard(rewriter, settings.on_error, metrics, audit=audit, mode=settings.mode)
     if settings.mode == "shadow" and audit is None:
         logger.warning("shadow mode without an audit log: only the metrics record decisions")

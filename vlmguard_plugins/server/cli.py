@@ -99,6 +99,15 @@ def serve(
             f"(default: without) {_env('AUDIT_INCLUDE_TEXT')}",
         ),
     ] = None,
+    capture_message_content: Annotated[
+        bool | None,
+        typer.Option(
+            "--capture-message-content/--no-capture-message-content",
+            help="Record the user's text, the rewrite and the analysis on each rewrite's "
+            "OpenTelemetry span (default: follow OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_"
+            f"CONTENT, off unless set) {_env('CAPTURE_MESSAGE_CONTENT')}",
+        ),
+    ] = None,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -151,6 +160,7 @@ def serve(
             mode=mode,
             audit_log=audit_log,
             audit_include_text=audit_include_text,
+            capture_message_content=capture_message_content,
             cors_origins=cors_origin or None,
             max_body_bytes=max_body_bytes,
             allow_remote_images=allow_remote_images,

@@ -147,6 +147,14 @@ class GatewaySettings(BaseSettings):
         "to the audit log (they may hold personal data).",
     )
 
+    # -- tracing -----------------------------------------------------------------------
+    capture_message_content: bool | None = Field(
+        default=None,
+        description="Record the user's text, the rewrite and the analysis on each rewrite's "
+        "OpenTelemetry span (they may hold personal data); unset follows "
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (off unless set).",
+    )
+
     # -- listening and security --------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -306,6 +314,7 @@ class GatewaySettings(BaseSettings):
                 "allowed_image_hosts": self.allowed_image_hosts,
                 "allow_private_image_addresses": False,
                 "unsupported_content": self.unsupported_content,
+                "capture_message_content": self.capture_message_content,
             },
             where="gateway rewriter settings",
         )

@@ -73,3 +73,12 @@ def upstream_unavailable(message: str) -> GatewayError:
 def upstream_timeout(message: str) -> GatewayError:
     """A 504: the upstream did not answer in time."""
     return GatewayError(504, message, type="upstream_error", code="upstream_timeout")
+
+
+__all__ = [
+    "GatewayError",
+    "error_response",
+    "invalid_request",
+    "upstream_timeout",
+    "upstream_unavailable",
+]

@@ -199,3 +199,6 @@ def _request_content(body: dict[str, Any]) -> bytes:
         # Parsed at one stack depth, serialised at a deeper one: a body nested close
         # to the interpreter's limit can pass the first and fail the second.
         raise invalid_request("the request body is nested too deeply", code="invalid_json") from exc
+
+
+__all__ = ["KEEPALIVE_EXPIRY_S", "Upstream", "json_bytes"]

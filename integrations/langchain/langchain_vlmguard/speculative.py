@@ -9,8 +9,7 @@ sends the guarded messages instead, exactly as ``guard | model`` would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
@@ -23,7 +22,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import ContextThreadPoolExecutor
 from pydantic import ConfigDict, Field, field_validator
 
 from vlmguard_plugins import Rewriter
@@ -33,6 +31,8 @@ from vlmguard_plugins.speculative import (
     releasable,
     speculate,
     speculate_once,
+    speculate_once_sync,
+    speculate_sync,
 )
 
 from .conversation import METADATA_KEY, from_conversation, result_summary, to_conversation
@@ -68,13 +68,14 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
     is on the first chunk.  :attr:`stats` counts hits, misses and wasted calls.  The
     wrapped model's own calls are not reported to the caller's callbacks (a streaming
     handler would otherwise see the held answer); this model's run reports the answer
-    and, as the guard does, the rewrite in a ``vlmguard_rewrite`` custom event.
+    and (in ``invoke`` and ``ainvoke``, where LangChain gives the run to the model) the
+    rewrite in a ``vlmguard_rewrite`` custom event, as the guard does.
 
-    ``astream`` streams for real: the held chunks at the verdict, then the rest as the
-    model produces them.  The synchronous ``invoke`` runs the original call in a worker
-    thread; a synchronous call cannot be interrupted, so on a miss its answer is
-    discarded when it comes.  ``stream`` follows LangChain's default for a model
-    without a synchronous stream: one chunk with the whole answer.
+    ``stream`` and ``astream`` stream for real: the held chunks at the verdict, then the
+    rest as the model produces them.  The synchronous forms read the original call in a
+    worker thread, which cannot be interrupted: on a miss ``invoke`` discards the
+    original answer when it comes, and ``stream`` closes the original stream at its
+    next chunk.
 
     Example:
         .. code-block:: python
@@ -169,36 +170,71 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config = _UNOBSERVED
-        guard = self.guard
-        # The model's own thread runs the original call while this one waits for the
-        # verdict; the executor carries the callback context over.
-        executor = ContextThreadPoolExecutor(max_workers=1)
-        try:
-            pending: Future[BaseMessage] = executor.submit(
-                self.model.invoke, messages, config, stop=stop, **kwargs
+        verdict = _SyncVerdict(self.guard, messages, run_manager)
+
+        def original() -> BaseMessage:
+            return self.model.invoke(messages, _UNOBSERVED, stop=stop, **kwargs)
+
+        def guarded(result: GuardedConversation) -> BaseMessage:
+            return self.model.invoke(_messages(result), _UNOBSERVED, stop=stop, **kwargs)
+
+        answer = speculate_once_sync(verdict.run, original, guarded, self.stats)
+        return ChatResult(generations=[ChatGeneration(message=verdict.mark(answer))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        verdict = _SyncVerdict(self.guard, messages, run_manager)
+
+        def original() -> Iterator[BaseMessageChunk]:
+            return self.model.stream(messages, _UNOBSERVED, stop=stop, **kwargs)
+
+        def guarded(result: GuardedConversation) -> Iterator[BaseMessageChunk]:
+            return self.model.stream(_messages(result), _UNOBSERVED, stop=stop, **kwargs)
+
+        first = True
+        for message in speculate_sync(
+            verdict.run, original, guarded, self.stats, self.max_held_chunks
+        ):
+            chunk = ChatGenerationChunk(
+                message=_as_chunk(verdict.mark(message) if first else message)
             )
-            try:
-                result = guard.rewriter.guard(
-                    to_conversation(messages), on_error=guard.on_error, allow_local_files=False
-                )
-            except BaseException:
-                self.stats.wasted_calls += 1
-                pending.cancel()
-                raise
-            _dispatch_sync(run_manager, result)
-            if releasable(result):
-                self.stats.hits += 1
-                answer = pending.result()
-            else:
-                self.stats.misses += 1
-                self.stats.wasted_calls += 1
-                pending.cancel()  # stops it only if it has not started yet
-                answer = self.model.invoke(_messages(result), config, stop=stop, **kwargs)
-        finally:
-            executor.shutdown(wait=False)
-        marked = _mark(answer, result)
-        return ChatResult(generations=[ChatGeneration(message=marked)])
+            first = False
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+
+class _SyncVerdict:
+    """The guard of one synchronous call: runs it, tells the callbacks, marks the answer."""
+
+    def __init__(
+        self,
+        guard: VLMGuardRewriter,
+        messages: list[BaseMessage],
+        run_manager: CallbackManagerForLLMRun | None,
+    ) -> None:
+        self._guard = guard
+        self._messages = messages
+        self._run_manager = run_manager
+        self.result: GuardedConversation | None = None
+
+    def run(self) -> GuardedConversation:
+        guard = self._guard
+        result = guard.rewriter.guard(
+            to_conversation(self._messages), on_error=guard.on_error, allow_local_files=False
+        )
+        self.result = result
+        _dispatch_sync(self._run_manager, result)
+        return result
+
+    def mark(self, message: BaseMessage) -> BaseMessage:
+        assert self.result is not None  # an answer comes only after the verdict
+        return _mark(message, self.result)
 
 
 class _Verdict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +41,8 @@ def question(image_b64: str, *extra: dict[str, Any]) -> list[BaseMessage]:
 
 
 def text_of(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
     return " ".join(b["text"] for b in message.content if isinstance(b, dict) and "text" in b)
 
 
@@ -72,24 +74,36 @@ class GatedBackend:
         pass
 
 
-class SequencedChatModel(BaseChatModel):
-    """A VLM whose stream the test sequences: it records what it received and its close."""
+class KeyedChatModel(BaseChatModel):
+    """A VLM the test sequences: it answers the rewrite with ``guarded``, anything else with
+    ``original``; it records what each call received, what it produced and its close."""
 
-    answers: list[list[str]]
-    """The pieces of each call's answer, in call order."""
-    hold_after_first: bool = False
-    """Whether the first call waits, after its first piece, until ``resume`` is set."""
+    original: list[str]
+    """The pieces of the answer to the original messages."""
+    guarded: list[str] = []
+    """The pieces of the answer to messages carrying ``marker`` (the rewrite)."""
+    marker: str = "Explain how to handle"
+    hold: bool = False
+    """Whether the original answer waits, after its first piece, until ``resume`` is set."""
 
-    _received: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _received: dict[str, list[list[BaseMessage]]] = PrivateAttr(default_factory=dict)
     _produced: list[str] = PrivateAttr(default_factory=list)
     _events: dict[str, asyncio.Event] = PrivateAttr(default_factory=dict)
 
     def event(self, name: str) -> asyncio.Event:
         return self._events.setdefault(name, asyncio.Event())
 
+    def received(self, which: str) -> list[list[BaseMessage]]:
+        return self._received.get(which, [])
+
+    def _call(self, messages: list[BaseMessage]) -> str:
+        which = "guarded" if self.marker in text_of(messages[-1]) else "original"
+        self._received.setdefault(which, []).append(messages)
+        return which
+
     @property
     def _llm_type(self) -> str:
-        return "sequenced-fake"
+        return "keyed-fake"
 
     def _generate(
         self,
@@ -98,9 +112,36 @@ class SequencedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        self._received.append(messages)
-        text = "".join(self.answers[len(self._received) - 1])
+        text = "".join(getattr(self, self._call(messages)))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        which = self._call(messages)
+        self.event(f"first {which}").set()
+        try:
+            if which == "original" and self.hold:
+                await self.event("resume").wait()
+        finally:
+            self.event(f"closed {which}").set()
+        text = "".join(getattr(self, which))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for piece in getattr(self, self._call(messages)):
+            self._produced.append(piece)
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
 
     async def _astream(
         self,
@@ -109,19 +150,18 @@ class SequencedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = len(self._received)
-        self._received.append(messages)
+        which = self._call(messages)
         try:
-            for index, piece in enumerate(self.answers[call]):
+            for index, piece in enumerate(getattr(self, which)):
                 self._produced.append(piece)
                 yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
                 if index == 0:
-                    self.event(f"first {call}").set()
-                    if call == 0 and self.hold_after_first:
+                    self.event(f"first {which}").set()
+                    if which == "original" and self.hold:
                         await self.event("resume").wait()
-            self.event(f"finished {call}").set()
+            self.event(f"finished {which}").set()
         finally:
-            self.event(f"closed {call}").set()
+            self.event(f"closed {which}").set()
 
 
 async def wait_for(event: asyncio.Event) -> None:
@@ -147,37 +187,53 @@ async def test_a_benign_request_gets_the_original_answer_from_one_call(recorder,
 
 
 async def test_a_risky_request_gets_the_answer_to_the_rewrite_with_the_image_kept(
-    guard, recorder, rewritten, image_b64
+    backend, recorder, rewritten, image_b64
 ):
-    model = guard.speculative(fake_vlm(recorder, ORIGINAL_ANSWER, GUARDED_ANSWER))
-    received = recorder.received
+    vlm = KeyedChatModel(original=[ORIGINAL_ANSWER], guarded=[GUARDED_ANSWER], hold=True)
+    gate = GatedBackend(backend)
+    model = VLMGuardRewriter(rewriter=Rewriter(gate)).speculative(vlm)
 
-    answer = await model.ainvoke(question(image_b64))
+    answer = asyncio.ensure_future(model.ainvoke(question(image_b64), {"callbacks": [recorder]}))
+    await wait_for(vlm.event("first original"))  # the original call is under way
+    gate.open.set()
 
-    assert answer.content == GUARDED_ANSWER
-    assert speculative_outcome(answer) == "miss"
-    assert answer.response_metadata["vlmguard"]["risk"] == "medium"
-    second = received[-1][0]
-    assert text_of(second) == rewritten
-    assert second.content[1] is question_image(received[0])  # the very same image block
+    assert (await answer).content == GUARDED_ANSWER
+    assert speculative_outcome(await answer) == "miss"
+    assert (await answer).response_metadata["vlmguard"]["risk"] == "medium"
+    await wait_for(vlm.event("closed original"))  # cancelled, never answered
+    [original] = vlm.received("original")
+    [second] = vlm.received("guarded")
+    assert text_of(second[0]) == rewritten
+    assert second[0].content[1] is original[0].content[1]  # the very same image block
     assert model.stats.misses == 1 and model.stats.wasted_calls == 1
-
-
-def question_image(messages: list[BaseMessage]) -> Any:
-    return messages[0].content[1]
+    assert [name for name, _, _ in recorder.events] == [REWRITE_EVENT]
+    assert [text_of(m[0]) for m in recorder.received] == [QUESTION]  # only this model's run
 
 
 def test_invoke_is_speculative_too(guard, recorder, rewritten, image_b64):
-    risky = guard.speculative(fake_vlm(recorder, ORIGINAL_ANSWER, GUARDED_ANSWER))
-    assert risky.invoke(question(image_b64)).content == GUARDED_ANSWER
-    assert text_of(recorder.received[-1][0]) == rewritten
+    vlm = KeyedChatModel(original=[ORIGINAL_ANSWER], guarded=[GUARDED_ANSWER])
+    risky = guard.speculative(vlm).invoke(question(image_b64))
+    assert risky.content == GUARDED_ANSWER and speculative_outcome(risky) == "miss"
+    assert text_of(vlm.received("guarded")[0][0]) == rewritten
 
     hit = benign().speculative(fake_vlm(recorder, ORIGINAL_ANSWER)).invoke(question(image_b64))
     assert hit.content == ORIGINAL_ANSWER and speculative_outcome(hit) == "hit"
 
 
+def test_stream_is_speculative_too(guard, recorder, rewritten, image_b64):
+    vlm = KeyedChatModel(original=["UNSAFE-1 ", "UNSAFE-2"], guarded=["Keep ", "clear."])
+    chunks = list(guard.speculative(vlm).stream(question(image_b64)))
+    assert "".join(str(c.content) for c in chunks) == "Keep clear."
+    assert speculative_outcome(chunks[0]) == "miss"
+    assert text_of(vlm.received("guarded")[0][0]) == rewritten
+
+    hit = list(benign().speculative(fake_vlm(recorder, ORIGINAL_ANSWER)).stream(QUESTION))
+    assert "".join(str(c.content) for c in hit) == ORIGINAL_ANSWER
+    assert len(hit) > 2 and speculative_outcome(hit[0]) == "hit"
+
+
 async def test_input_the_guard_cannot_check_cancels_the_call_and_raises(image_b64):
-    vlm = SequencedChatModel(answers=[["Sure, ", "listen: ", "..."]], hold_after_first=True)
+    vlm = KeyedChatModel(original=["Sure, ", "listen: ", "..."], hold=True)
     gate = GatedBackend(ScriptedBackend())
     model = VLMGuardSpeculativeChatModel(model=vlm, guard=Rewriter(gate))
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
@@ -186,11 +242,11 @@ async def test_input_the_guard_cannot_check_cancels_the_call_and_raises(image_b6
         return [str(chunk.content) async for chunk in model.astream(question(image_b64, audio))]
 
     consumer = asyncio.ensure_future(consume())
-    await wait_for(vlm.event("first 0"))
+    await wait_for(vlm.event("first original"))
     gate.open.set()
     with pytest.raises(UnsupportedContentError):
         await consumer
-    await wait_for(vlm.event("closed 0"))
+    await wait_for(vlm.event("closed original"))
     assert model.stats.wasted_calls == 1
 
 
@@ -199,7 +255,7 @@ async def test_input_the_guard_cannot_check_cancels_the_call_and_raises(image_b6
 
 async def test_a_benign_stream_is_held_until_the_verdict_then_released_in_order(image_b64):
     pieces = ["Grip ", "the ", "handle."]
-    vlm = SequencedChatModel(answers=[pieces])
+    vlm = KeyedChatModel(original=pieces)
     gate = GatedBackend(ScriptedBackend())
     model = VLMGuardRewriter(rewriter=Rewriter(gate)).speculative(vlm)
     received: list[AIMessageChunk] = []
@@ -209,7 +265,7 @@ async def test_a_benign_stream_is_held_until_the_verdict_then_released_in_order(
             received.append(chunk)
 
     consumer = asyncio.ensure_future(consume())
-    await wait_for(vlm.event("finished 0"))  # the whole answer exists, the verdict does not
+    await wait_for(vlm.event("finished original"))  # the whole answer exists, no verdict yet
     assert received == []
     gate.open.set()
     await consumer
@@ -221,9 +277,8 @@ async def test_a_benign_stream_is_held_until_the_verdict_then_released_in_order(
 async def test_a_risky_stream_never_shows_the_original_and_closes_its_stream(
     backend, rewritten, image_b64
 ):
-    vlm = SequencedChatModel(
-        answers=[["UNSAFE-1 ", "UNSAFE-2 "], ["Keep ", "fingers ", "clear."]],
-        hold_after_first=True,
+    vlm = KeyedChatModel(
+        original=["UNSAFE-1 ", "UNSAFE-2 "], guarded=["Keep ", "fingers ", "clear."], hold=True
     )
     gate = GatedBackend(backend)
     model = VLMGuardRewriter(rewriter=Rewriter(gate)).speculative(vlm)
@@ -232,21 +287,21 @@ async def test_a_risky_stream_never_shows_the_original_and_closes_its_stream(
         return [chunk async for chunk in model.astream(question(image_b64))]
 
     consumer = asyncio.ensure_future(consume())
-    await wait_for(vlm.event("first 0"))  # the original call is generating
+    await wait_for(vlm.event("first original"))  # the original call is generating
     gate.open.set()
     received = await consumer
 
     text = "".join(str(chunk.content) for chunk in received)
     assert text == "Keep fingers clear."
     assert "UNSAFE" not in text
-    await wait_for(vlm.event("closed 0"))
+    await wait_for(vlm.event("closed original"))
     assert "UNSAFE-2 " not in vlm._produced  # the original stopped at the verdict
-    assert text_of(vlm._received[1][0]) == rewritten
+    assert text_of(vlm.received("guarded")[0][0]) == rewritten
     assert speculative_outcome(received[0]) == "miss"
 
 
 async def test_stream_events_show_nothing_of_the_original_answer(backend, image_b64):
-    vlm = SequencedChatModel(answers=[["UNSAFE-1 ", "UNSAFE-2 "], ["Keep ", "clear."]])
+    vlm = KeyedChatModel(original=["UNSAFE-1 ", "UNSAFE-2 "], guarded=["Keep ", "clear."])
     gate = GatedBackend(backend)
     model = VLMGuardRewriter(rewriter=Rewriter(gate)).speculative(vlm)
 
@@ -254,19 +309,18 @@ async def test_stream_events_show_nothing_of_the_original_answer(backend, image_
         return [event async for event in model.astream_events(question(image_b64))]
 
     collected = asyncio.ensure_future(events())
-    await wait_for(vlm.event("finished 0"))
+    await wait_for(vlm.event("finished original"))
     gate.open.set()
     seen = await collected
 
     assert "UNSAFE" not in repr(seen)
     streamed = [e["data"]["chunk"].content for e in seen if e["event"] == "on_chat_model_stream"]
     assert "".join(streamed) == "Keep clear."
-    assert [e["name"] for e in seen if e["event"] == "on_custom_event"] == [REWRITE_EVENT]
 
 
 async def test_max_held_chunks_stops_reading_the_stream_until_the_verdict(image_b64):
     pieces = [f"{i} " for i in range(8)]
-    vlm = SequencedChatModel(answers=[pieces])
+    vlm = KeyedChatModel(original=pieces)
     gate = GatedBackend(ScriptedBackend())
     model = VLMGuardSpeculativeChatModel(model=vlm, guard=Rewriter(gate), max_held_chunks=2)
 
@@ -274,7 +328,7 @@ async def test_max_held_chunks_stops_reading_the_stream_until_the_verdict(image_
         return "".join([str(chunk.content) async for chunk in model.astream(question(image_b64))])
 
     consumer = asyncio.ensure_future(consume())
-    await wait_for(vlm.event("first 0"))
+    await wait_for(vlm.event("first original"))
     for _ in range(50):  # ample turns of the loop for an unbounded reader to read all eight
         await asyncio.sleep(0)
     assert len(vlm._produced) <= 3  # two held, one at most in hand when the bound was hit
@@ -282,14 +336,15 @@ async def test_max_held_chunks_stops_reading_the_stream_until_the_verdict(image_
     assert await consumer == "".join(pieces)
 
 
-async def test_in_a_chain_after_a_prompt_template(guard, recorder, rewritten):
+async def test_in_a_chain_after_a_prompt_template(guard, rewritten):
+    vlm = KeyedChatModel(original=[ORIGINAL_ANSWER], guarded=[GUARDED_ANSWER])
     prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
-    chain = prompt | guard.speculative(fake_vlm(recorder, ORIGINAL_ANSWER, GUARDED_ANSWER))
+    chain = prompt | guard.speculative(vlm)
 
     answer = await chain.ainvoke({"question": QUESTION})
 
     assert answer.content == GUARDED_ANSWER
-    assert recorder.received[-1][0].content == rewritten
+    assert vlm.received("guarded")[0][0].content == rewritten
 
 
 # -- a real OpenAI-compatible model over HTTP --------------------------------------------
@@ -301,7 +356,9 @@ class FirstToken(AsyncCallbackHandler):
     def __init__(self) -> None:
         self.first = asyncio.Event()
 
-    async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    async def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], **kwargs: Any
+    ) -> None:
         self.first.set()
 
 
@@ -341,7 +398,6 @@ async def test_a_miss_closes_the_http_stream_of_the_original_call(backend, rewri
         deadline = time.monotonic() + 10
         while server.abandoned_streams == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        print("DBG", server.released_in_time, server.in_flight, len(server.chat_requests), model.stats)
         assert server.abandoned_streams == 1
         assert len(server.chat_requests) == 2
         assert server.chat_requests[1].text == rewritten
