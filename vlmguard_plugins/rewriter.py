@@ -7,7 +7,7 @@ import re
 import sys
 import time
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Sequence, Sized
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from PIL import Image
@@ -181,9 +181,7 @@ class Rewriter:
             # Refused before a request exists (history that does not validate, text that
             # is not a string): still one rewrite, so still one span.
             refusal = self._refuse_unbuilt(request, error, policy, started)
-            given_images = len(images) if images is not None else 0
-            given_history = len(history) if history is not None else 0
-            return await self._traced(refusal, policy, given_images, given_history)
+            return await self._traced(refusal, policy, _count(images), _count(history))
         return await self._run(built, policy, started, raise_input_errors=False)
 
     async def aguard(
@@ -240,16 +238,18 @@ class Rewriter:
         run = self._run_untraced(request, policy, started, raise_input_errors=raise_input_errors)
         return await self._traced(run, policy, len(request.images), len(request.history))
 
-    async def _traced(
+    def _traced(
         self,
         run: Coroutine[Any, Any, RewriteResult],
         policy: FailurePolicyName,
         image_count: int,
         history_turns: int,
-    ) -> RewriteResult:
+    ) -> Coroutine[Any, Any, RewriteResult]:
+        # Not a coroutine itself: without a tracer the rewrite is awaited as it is,
+        # with no extra frame on the hot path.
         if self._tracer is None:
-            return await run
-        return await self._tracer.trace(
+            return run
+        return self._tracer.trace(
             run, on_error=policy, image_count=image_count, history_turns=history_turns
         )
 
@@ -567,6 +567,11 @@ async def _within(coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T
         async with asyncio.timeout(timeout):
             return await coroutine
     return await asyncio.wait_for(coroutine, timeout)
+
+
+def _count(given: object) -> int:
+    """How many items a caller's ``images`` or ``history`` held (0 when not a collection)."""
+    return len(given) if isinstance(given, Sized) else 0
 
 
 def _elapsed_ms(started: float) -> float:

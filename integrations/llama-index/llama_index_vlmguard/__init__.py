@@ -25,12 +25,14 @@ from .events import VLMGuardRewriteEvent
 from .llm import DEFAULT_BLOCK_MESSAGE, VLMGuardLLM
 from .messages import GuardedMessages, aguard_messages, guard_messages
 from .query_transform import VLMGuardQueryTransform
+from .speculative import SpeculativeOutcome, speculative_outcome
 from .user_query import UserQuery, current_user_query
 from .verdicts import VerdictCache
 
 __all__ = [
     "DEFAULT_BLOCK_MESSAGE",
     "GuardedMessages",
+    "SpeculativeOutcome",
     "UserQuery",
     "VLMGuardLLM",
     "VLMGuardQueryTransform",
@@ -40,5 +42,6 @@ __all__ = [
     "current_user_query",
     "from_conversation",
     "guard_messages",
+    "speculative_outcome",
     "to_conversation",
 ]

@@ -26,8 +26,10 @@ from pydantic import Field, PrivateAttr, SerializeAsAny, ValidationError
 
 from vlmguard_plugins import Rewriter, RewriterSettings, Risk
 from vlmguard_plugins.errors import ConfigurationError, ImageInputError
+from vlmguard_plugins.speculative import SpeculationStats
 from vlmguard_plugins.types import FailurePolicyName
 
+from . import speculative as _speculative
 from .conversation import find_user_text, last_user_index
 from .messages import GuardedMessages, aguard_messages, guard_messages
 from .settings import build_rewriter_from_options, settings_from
@@ -93,6 +95,16 @@ class VLMGuardLLM(FunctionCallingLLM):
             (``None``, default: only the failure policy's ``block`` result blocks; the
             rewrite is how the guard answers risk).
         block_message: the assistant message that answers a blocked tool-calling call.
+        speculative: speculative mode for ``chat``, ``achat``, ``stream_chat`` and
+            ``astream_chat``: the LLM gets the original messages while the rewriter
+            reads them, and its answer is held until the verdict; it is released
+            for a benign, unchanged request (risk none or low), else the call is
+            cancelled and the guarded messages are sent (see
+            :mod:`llama_index_vlmguard.speculative`).  The answer's
+            ``additional_kwargs["vlmguard"]["speculative"]`` says ``hit`` or ``miss``;
+            :attr:`speculation_stats` counts them.
+        max_held_chunks: in speculative streaming, the most chunks held before the
+            verdict; past it the LLM's stream is not read until the verdict.
 
     Example::
 
@@ -124,8 +136,17 @@ class VLMGuardLLM(FunctionCallingLLM):
         default=DEFAULT_BLOCK_MESSAGE,
         description="The assistant message that answers a blocked tool-calling call.",
     )
+    speculative: bool = Field(
+        default=False,
+        description="Call the LLM on the original messages while the guard runs; "
+        "hold the answer until the verdict.",
+    )
+    max_held_chunks: int | None = Field(
+        default=None, ge=1, description="Speculative streaming: most chunks held."
+    )
     _rewriter: Rewriter = PrivateAttr()
     _verdicts: VerdictCache | None = PrivateAttr(default=None)
+    _speculation: SpeculationStats = PrivateAttr(default_factory=SpeculationStats)
 
     def __init__(self, llm: LLM, rewriter: Rewriter, **kwargs: Any) -> None:
         # Prompt formatting (predict, structured outputs) follows the wrapped LLM's settings.
@@ -220,6 +241,11 @@ class VLMGuardLLM(FunctionCallingLLM):
         return self._rewriter
 
     @property
+    def speculation_stats(self) -> SpeculationStats:
+        """Speculative mode's hits, misses and wasted (cancelled or discarded) calls."""
+        return self._speculation
+
+    @property
     def verdicts(self) -> VerdictCache | None:
         """The verdicts kept by conversation state (``None`` when the cache is off)."""
         return self._verdicts
@@ -290,13 +316,40 @@ class VLMGuardLLM(FunctionCallingLLM):
     # -- chat ----------------------------------------------------------------------------
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if self.speculative:
+            sent = self._with_query(messages)[0]
+            return self._answer(
+                _speculative.chat(
+                    lambda: self._guard(messages), self.llm, sent, self._speculation, **kwargs
+                )
+            )
         return self._answer(self.llm.chat(self._guard(messages).messages, **kwargs))
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        if self.speculative:
+            sent = self._with_query(messages)[0]
+            return self._answer(
+                await _speculative.achat(
+                    self._aguard(messages), self.llm, sent, self._speculation, **kwargs
+                )
+            )
         guarded = await self._aguard(messages)
         return self._answer(await self.llm.achat(guarded.messages, **kwargs))
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        if self.speculative:
+            # The guard runs when the first chunk is asked for, with the original call.
+            sent = self._with_query(messages)[0]
+            return self._answer_stream(
+                _speculative.stream_chat(
+                    lambda: self._guard(messages),
+                    self.llm,
+                    sent,
+                    self._speculation,
+                    self.max_held_chunks,
+                    **kwargs,
+                )
+            )
         # The rewrite happens before the first token is asked for, so a refusal or a
         # failure under the `raise` policy surfaces here, not in the middle of the stream.
         return self._answer_stream(self.llm.stream_chat(self._guard(messages).messages, **kwargs))
@@ -304,6 +357,18 @@ class VLMGuardLLM(FunctionCallingLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
+        if self.speculative:
+            sent = self._with_query(messages)[0]
+            return self._answer_astream(
+                _speculative.astream_chat(
+                    self._aguard(messages),
+                    self.llm,
+                    sent,
+                    self._speculation,
+                    self.max_held_chunks,
+                    **kwargs,
+                )
+            )
         guarded = await self._aguard(messages)
         return self._answer_astream(await self.llm.astream_chat(guarded.messages, **kwargs))
 
