@@ -19,92 +19,14 @@ try:
 except ImportError:  # the core alone is installed
     pass
 
-import ipaddress  # noqa: E402
-import socket  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
 import pytest  # noqa: E402
 
-# `pytester` runs small test sessions, to test the suite's own rules (tests/test_architecture.py).
-pytest_plugins = ["pytester"]
+# No test reaches past this machine: a connection to an address that is not loopback
+# fails the test (vlmguard_plugins.testing.offline).  `pytester` runs small test
+# sessions, to test the suite's own rules (tests/test_architecture.py).
+pytest_plugins = ["vlmguard_plugins.testing.offline", "pytester"]
 
 REPO_ROOT = Path(__file__).parent
-
-
-# --- no test reaches past this machine ------------------------------------------------
-# Every server a test talks to runs on loopback.  A connection anywhere else is a bug
-# (a download, a leak of a URL the guard should have refused): it is refused here, and
-# the test fails even when the code under test swallows the error.  Child processes are
-# not covered.
-
-
-class NonLoopbackConnectionError(RuntimeError):
-    """A test tried to open a connection to an address that is not on this machine."""
-
-
-_refused: list[str] = []
-
-
-def _is_local(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode(errors="replace")
-    if not isinstance(host, str):
-        return False
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False  # a host name other than localhost: resolving it already leaves
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
-
-
-def _refuse(address: Any) -> None:
-    host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, None)
-    where = f"{host}:{port}" if port is not None else str(host)
-    _refused.append(where)
-    raise NonLoopbackConnectionError(
-        f"a test tried to connect to {where}, which is not a loopback address; "
-        "tests run offline: serve what they need on 127.0.0.1 (vlmguard_plugins.testing)"
-    )
-
-
-def _guard_socket_method(original: Callable[..., Any]) -> Callable[..., Any]:
-    def guarded(self: socket.socket, address: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
-            _refuse(address)
-        return original(self, address, *args, **kwargs)
-
-    return guarded
-
-
-def _guard_create_connection(original: Callable[..., Any]) -> Callable[..., Any]:
-    def guarded(address: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_local(address[0]):
-            _refuse(address)
-        return original(address, *args, **kwargs)
-
-    return guarded
-
-
-socket.socket.connect = _guard_socket_method(socket.socket.connect)  # type: ignore[method-assign]
-socket.socket.connect_ex = _guard_socket_method(socket.socket.connect_ex)  # type: ignore[method-assign]
-socket.create_connection = _guard_create_connection(socket.create_connection)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Fail the test that tried to leave the machine, whatever became of the error."""
-    _refused.clear()
-    result = yield  # a test that failed on its own already names the address
-    if _refused:
-        attempts = ", ".join(dict.fromkeys(_refused))
-        _refused.clear()
-        pytest.fail(f"connections refused (not loopback): {attempts}", pytrace=False)
-    return result
 
 
 @pytest.fixture(scope="session")

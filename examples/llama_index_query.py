@@ -16,7 +16,7 @@ the same way, or runs in-process with ``--rewriter-model``::
 Every flag has an environment variable: ``VLMGUARD_BASE_URL`` and ``VLMGUARD_MODEL``
 for the rewriter server (as the ``vlmguard`` command reads them), ``VLM_BASE_URL``,
 ``VLM_MODEL`` and ``VLM_API_KEY`` (else ``OPENAI_API_KEY``) for the VLM.  ``--stream``
-streams the answers of the chat and of the transformed engine.
+streams the three answers.
 
 It runs three ways of guarding, each printing the guard's verdict and the VLM's answer:
 
@@ -166,10 +166,9 @@ def run(args: argparse.Namespace) -> list[str]:
         )
 
         print(f"1. query engine with the guarded VLM, question: {args.question!r}")
-        # Not streamed: a streaming engine calls its LLM only when the answer is read,
-        # after query() has returned, and the guard would no longer know which words of
-        # the prompt are the user's question.
-        engine = index.as_query_engine(llm=guarded, similarity_top_k=2)
+        # Streamed or not, the guard rewrites only the question in the engine's prompt
+        # (a streaming engine calls the VLM when the answer is read).
+        engine = index.as_query_engine(llm=guarded, similarity_top_k=2, streaming=args.stream)
         response = engine.query(QueryBundle(args.question, image_path=str(args.image)))
         answers.append(_print_answer(response))
 

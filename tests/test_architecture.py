@@ -90,6 +90,25 @@ def test_adapters_and_extensions_import_only_what_the_core_exports() -> None:
     assert hidden == [], "names the core does not export:\n" + "\n".join(hidden)
 
 
+def _defines_all(path: Path) -> bool:
+    return any(
+        isinstance(node, (ast.Assign, ast.AnnAssign))
+        and "__all__" in {t.id for t in ast.walk(node) if isinstance(t, ast.Name)}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+    )
+
+
+def test_every_module_of_the_core_and_the_gateway_says_what_it_exports() -> None:
+    # The harness and training keep their own conventions (scripts, inspect_ai tasks).
+    modules = [
+        path
+        for path in sorted((REPO / CORE).rglob("*.py"))
+        if path.relative_to(REPO / CORE).parts[0] not in ("bench", "train")
+    ]
+    silent = [str(path.relative_to(REPO)) for path in modules if not _defines_all(path)]
+    assert silent == [], f"modules without __all__: {silent}"
+
+
 def test_the_architecture_page_names_every_layer() -> None:
     page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     (layers,) = [c for c in _contracts() if c["type"] == "layers"]

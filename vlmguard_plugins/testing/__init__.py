@@ -9,7 +9,9 @@
   :class:`ServerError`, :class:`SlowAnswer`, :class:`BrokenStream`...);
 * :class:`ImageServer` serves images (or any bytes) over HTTP on loopback, with the
   standard library alone;
-* :func:`run_in_thread` serves any ASGI app (the gateway) on a free loopback port.
+* :func:`run_in_thread` serves any ASGI app (the gateway) on a free loopback port;
+* :mod:`vlmguard_plugins.testing.offline` is a pytest plugin that fails any test that
+  connects past loopback.
 
 The servers need the ``server`` extra (``pip install 'vlmguard-plugins[server]'``);
 they are imported on first use, so the scripted backend works without it::

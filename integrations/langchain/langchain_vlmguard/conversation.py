@@ -334,10 +334,13 @@ def result_summary(result: RewriteResult) -> dict[str, Any]:
 def get_rewrite_result(message: BaseMessage) -> RewriteResult | None:
     """The :class:`~vlmguard_plugins.RewriteResult` stored on a message the guard rewrote.
 
-    Returns ``None`` for a message the guard did not produce.
+    Returns ``None`` for a message the guard did not rewrite (a speculative answer to a
+    conversation with nothing to guard carries only its ``speculative`` outcome).
     """
     data = message.response_metadata.get(METADATA_KEY)
-    return RewriteResult.model_validate(data) if isinstance(data, Mapping) else None
+    if isinstance(data, Mapping) and "prompt" in data:
+        return RewriteResult.model_validate(data)
+    return None
 
 
 def as_messages(value: Sequence[Any]) -> list[BaseMessage]:

@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.conversation import Conversation, GuardedConversation
@@ -93,16 +93,19 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
     guard: VLMGuardRewriter
     """The guard (a :class:`~vlmguard_plugins.Rewriter` is wrapped into one); its
     ``on_error`` applies."""
-    max_held_chunks: int | None = None
+    max_held_chunks: int | None = Field(default=None, ge=1)
     """When streaming: the most chunks held before the verdict; past it the model's
     stream is not read until the verdict."""
     stats: SpeculationStats = Field(default_factory=SpeculationStats, exclude=True)
     """Hits, misses and wasted (cancelled or discarded) calls of this model."""
 
-    @field_validator("guard", mode="before")
-    @classmethod
-    def _rewriter_as_guard(cls, value: Any) -> Any:
-        return VLMGuardRewriter(rewriter=value) if isinstance(value, Rewriter) else value
+    def __init__(
+        self, *, model: BaseChatModel, guard: VLMGuardRewriter | Rewriter, **kwargs: Any
+    ) -> None:
+        if isinstance(guard, Rewriter):
+            guard = VLMGuardRewriter(rewriter=guard)
+        # Passed as a mapping: the base class's signature does not know this model's fields.
+        super().__init__(**{**kwargs, "model": model, "guard": guard})
 
     @property
     def _llm_type(self) -> str:

@@ -21,6 +21,7 @@ from langchain_vlmguard import (
     REWRITE_EVENT,
     VLMGuardRewriter,
     VLMGuardSpeculativeChatModel,
+    get_rewrite_result,
     speculative_outcome,
 )
 from pydantic import PrivateAttr
@@ -200,6 +201,7 @@ async def test_a_risky_request_gets_the_answer_to_the_rewrite_with_the_image_kep
     assert (await answer).content == GUARDED_ANSWER
     assert speculative_outcome(await answer) == "miss"
     assert (await answer).response_metadata["vlmguard"]["risk"] == "medium"
+    assert get_rewrite_result(await answer).prompt == rewritten  # type: ignore[union-attr]
     await wait_for(vlm.event("closed original"))  # cancelled, never answered
     [original] = vlm.received("original")
     [second] = vlm.received("guarded")
@@ -305,7 +307,7 @@ async def test_stream_events_show_nothing_of_the_original_answer(backend, image_
     gate = GatedBackend(backend)
     model = VLMGuardRewriter(rewriter=Rewriter(gate)).speculative(vlm)
 
-    async def events() -> list[dict[str, Any]]:
+    async def events() -> list[Any]:
         return [event async for event in model.astream_events(question(image_b64))]
 
     collected = asyncio.ensure_future(events())
