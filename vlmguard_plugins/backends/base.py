@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import ConfigurationError
 from ..images import PreparedImage
 
 __all__ = [
@@ -24,12 +25,24 @@ class GenerationRequest:
 
     ``messages`` are role/content dicts whose content is a list of parts:
     ``{"type": "text", "text": ...}`` or ``{"type": "image", "image": PreparedImage}``.
+
+    Sampling: ``temperature`` 0 decodes greedily; above 0 it samples, keeping the
+    smallest set of tokens whose probability reaches ``top_p`` (None: the model's or
+    the server's default).  ``seed`` makes sampling reproducible: the same seed gives
+    the same answer (a local backend generates a seeded request alone; a server
+    honours it as far as it supports seeds).
     """
 
     messages: list[dict[str, Any]]
     max_new_tokens: int = 512
     temperature: float = 0.0
     stop: list[str] = field(default_factory=lambda: [STOP_SEQUENCE])
+    top_p: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigurationError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
     @property
     def images(self) -> list[PreparedImage]:

@@ -299,6 +299,10 @@ class OpenAIBackend:
         }
         if request.stop:
             payload["stop"] = list(request.stop)
+        if request.top_p is not None:
+            payload["top_p"] = request.top_p
+        if request.seed is not None:
+            payload["seed"] = request.seed
         return payload
 
     async def _content(self, parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:

@@ -13,12 +13,17 @@ it lays positions out in one dimension where Qwen2.5-VL needs its 3-D multimodal
 rotary positions for image tokens; it has no stop strings either, so it could not end
 an answer at ``</rewrite>``. It does not serve Qwen2.5-VL with images, and the
 rewriter's requests (images, stop strings) never fit it, so it is not used here.
+
+Sampling follows the request: ``temperature`` above 0 samples (with ``top_p`` when
+set); a request with a ``seed`` is generated alone, right after ``torch.manual_seed``,
+so the same seed gives the same answer whatever else is running.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +120,7 @@ class TransformersBackend:
         self.device = _pick_device(device)
         self.dtype = _pick_dtype(dtype, self.device)
         self._generate_lock = threading.Lock()
+        self._seeded = itertools.count()
         self.processor, self.model = self._load(
             local_files_only, trust_remote_code, model_kwargs or {}, processor_kwargs or {}
         )
@@ -126,7 +132,22 @@ class TransformersBackend:
             self.generate_batch,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
-            group_key=lambda r: (r.max_new_tokens, r.temperature, tuple(r.stop)),
+            group_key=self._group_key,
+        )
+
+    def _group_key(self, request: GenerationRequest) -> Hashable:
+        """Requests that may share a batch: the same generation settings, and no seed.
+
+        A seeded answer must not depend on its batch mates (padding changes the
+        logits), so each seeded request gets a key of its own.
+        """
+        alone = None
+        return (
+            request.max_new_tokens,
+            request.temperature,
+            request.top_p,
+            tuple(request.stop),
+            alone,
         )
 
     def _load(
@@ -201,10 +222,16 @@ class TransformersBackend:
             }
             if sampling:
                 generate_kwargs["temperature"] = first.temperature
+                if first.top_p is not None:
+                    generate_kwargs["top_p"] = first.top_p
             if stop:
                 generate_kwargs["stop_strings"] = stop
                 generate_kwargs["tokenizer"] = self.tokenizer
             with self._generate_lock, torch.inference_mode():
+                # Seeded under the lock: no other batch can draw from the random state
+                # between the seed and this generate.
+                if first.seed is not None:
+                    torch.manual_seed(first.seed)
                 output = self.model.generate(**inputs, **generate_kwargs)
         except Exception as exc:  # torch / processor errors become one typed error
             raise BackendError(f"local generation with {self.model_name!r} failed: {exc}") from exc

@@ -8,3 +8,6 @@ vlmguard-transformers/<model>`` works from inspect's own command line.
 from __future__ import annotations
 
 from . import openai_provider, provider, tasks  # noqa: F401
+
+# Imported for what importing does (registering with inspect_ai); nothing to export.
+__all__: list[str] = []

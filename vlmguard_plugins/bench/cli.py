@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["bench_app", "paper", "prepare", "register", "report", "run"]
+
+_console = Console()
+_err_console = Console(stderr=True)
 
 bench_app = typer.Typer(
     name="bench",
@@ -23,7 +25,7 @@ bench_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DataDir = Annotated[
+_DataDir = Annotated[
     Path,
     typer.Option(
         "--data-dir",
@@ -56,13 +58,13 @@ def _literal(value: str) -> Any:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
+    _err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
 @bench_app.command()
 def prepare(
-    data_dir: DataDir = Path("benchmarks"),
+    data_dir: _DataDir = Path("benchmarks"),
     out: Annotated[
         Path | None,
         typer.Option(help="Where to write the images (default <data-dir>/mm-safetybench/imgs)."),
@@ -81,7 +83,7 @@ def prepare(
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=_console,
     ) as progress:
         bar = progress.add_task("render", total=None)
         try:
@@ -95,7 +97,7 @@ def prepare(
         except VLMGuardError as exc:
             raise _fail(exc) from exc
     target = out or data_dir / "mm-safetybench" / "imgs"
-    console.print(f"wrote {len(written)} TYPO images under {target}")
+    _console.print(f"wrote {len(written)} TYPO images under {target}")
 
 
 @bench_app.command()
@@ -122,7 +124,7 @@ def run(
     judge_model: Annotated[
         str | None, typer.Option(help="inspect model for the judge (e.g. openai-api/vllm/...).")
     ] = None,
-    data_dir: DataDir = Path("benchmarks"),
+    data_dir: _DataDir = Path("benchmarks"),
     log_dir: Annotated[Path, typer.Option(help="Where the inspect logs go.")] = Path("logs/bench"),
     rewriter_backend: Annotated[
         str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
@@ -212,15 +214,15 @@ def run(
         raise _fail(exc) from exc
     for log in logs:
         meta = log.eval.metadata or {}
-        console.print(
+        _console.print(
             f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
             f"{log.status}",
             soft_wrap=True,
         )
-    console.print(f"logs: {log_dir}", soft_wrap=True)
-    console.print(f"view them with: inspect view --log-dir {log_dir}", soft_wrap=True)
+    _console.print(f"logs: {log_dir}", soft_wrap=True)
+    _console.print(f"view them with: inspect view --log-dir {log_dir}", soft_wrap=True)
     if not success:
-        err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
+        _err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
         raise typer.Exit(code=1)
 
 
@@ -260,9 +262,9 @@ def report(
             "-" if math.isnan(row.rewriter_call_p50_ms) else f"{row.rewriter_call_p50_ms:.0f}",
             str(row.extra_target_calls),
         )
-    console.print(table)
+    _console.print(table)
     for path in written:
-        console.print(f"wrote {path}", soft_wrap=True)
+        _console.print(f"wrote {path}", soft_wrap=True)
 
 
 def _service_urls(values: list[str] | None) -> None:
@@ -305,7 +307,7 @@ def paper(
     defense: Annotated[
         list[str] | None, typer.Option(help="Instead of every defence (repeatable).")
     ] = None,
-    data_dir: DataDir = Path("benchmarks"),
+    data_dir: _DataDir = Path("benchmarks"),
     out: Annotated[
         Path, typer.Option(help="Where the logs (OUT/logs) and the report (OUT/report) go.")
     ] = Path("reports/paper"),
@@ -390,18 +392,18 @@ def paper(
         raise _fail(exc) from exc
     for log in result.logs:
         meta = log.eval.metadata or {}
-        console.print(
+        _console.print(
             f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
             f"{log.status}",
             soft_wrap=True,
         )
     for path in result.written:
-        console.print(f"wrote {path}", soft_wrap=True)
-    console.print(
+        _console.print(f"wrote {path}", soft_wrap=True)
+    _console.print(
         f"logs: {result.log_dir} (inspect view --log-dir {result.log_dir})", soft_wrap=True
     )
     if not result.success:
-        err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
+        _err_console.print("[yellow]some tasks did not finish; run the same command to resume[/]")
         raise typer.Exit(code=1)
 
 

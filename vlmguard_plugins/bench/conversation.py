@@ -64,7 +64,7 @@ def _content(part: Part) -> Content:
                 else part.raw.model_copy(update={"text": part.text})
             )
         return ContentText(text=part.text)
-    return part.raw  # type: ignore[no-any-return]
+    return part.raw
 
 
 def from_conversation(conversation: Conversation) -> list[ChatMessage]:
@@ -83,7 +83,7 @@ def from_conversation(conversation: Conversation) -> list[ChatMessage]:
     return messages
 
 
-__all__ = ["from_conversation", "to_conversation"]
+__all__ = ["backend_messages", "from_conversation", "to_conversation"]
 
 
 def backend_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from ..errors import ConfigurationError
 
+__all__ = ["BenchmarkDataError", "JudgeError", "MissingImagesError"]
+
 
 class BenchmarkDataError(ConfigurationError):
     """A benchmark's files are missing or do not have the published format."""

@@ -87,6 +87,8 @@ class OpenAICompatibleModelAPI(ModelAPI):
                 max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
                 temperature=config.temperature or 0.0,
                 stop=list(config.stop_seqs or []),
+                top_p=config.top_p,
+                seed=config.seed,
             )
         )
         output = ModelOutput.from_content(model=self.served_model, content=generation.text)

@@ -11,20 +11,17 @@ Model args (``-M``) go to :class:`~vlmguard_plugins.backends.transformers.Transf
 gathered into batches by the backend.
 
 Sampling follows inspect's ``GenerateConfig``: ``temperature`` (none or 0: greedy),
-``top_p`` (none: the model's own generation config) and ``seed``.  A seeded request is
-generated alone, after seeding torch, so the same seed gives the same answer whatever
-else is running.  The provider registers itself when this module
-is imported; the ``inspect_ai`` entry point of the package imports it for the
-``inspect`` command line.
+``top_p`` (none: the model's own generation config) and ``seed``, handed to the
+backend's :class:`~vlmguard_plugins.backends.base.GenerationRequest`; the backend
+generates a seeded request alone, after seeding torch, so the same seed gives the same
+answer whatever else is running.  The provider registers itself when this module is
+imported; the ``inspect_ai`` entry point of the package imports it for the ``inspect``
+command line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import threading
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from inspect_ai.model import (
@@ -37,70 +34,18 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from ..backends.base import Generation, GenerationRequest
+from ..backends.base import GenerationRequest
 from ..backends.transformers import TransformersBackend
 from .conversation import backend_messages
 
 __all__ = [
     "PROVIDER_NAME",
-    "SampledRequest",
-    "SamplingTransformersBackend",
     "TransformersModelAPI",
     "vlmguard_transformers",
 ]
 
 PROVIDER_NAME = "vlmguard-transformers"
 DEFAULT_MAX_TOKENS = 512
-
-
-@dataclass
-class SampledRequest(GenerationRequest):
-    """A :class:`GenerationRequest` with the nucleus and seed settings of a benchmark target."""
-
-    top_p: float | None = None
-    seed: int | None = None
-
-
-class SamplingTransformersBackend(TransformersBackend):
-    """The transformers backend, honouring ``top_p`` and ``seed`` of :class:`SampledRequest`.
-
-    ``top_p`` is set on the model's generation config for the batch; a seeded request
-    is batched alone and generated right after ``torch.manual_seed(seed)``, both under
-    one lock so that no other batch moves the random state in between.
-    """
-
-    def __init__(self, model: str, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self._sampling_lock = threading.Lock()
-        self._alone = itertools.count()
-        self.batcher.group_key = self._group_key
-
-    def _group_key(self, request: GenerationRequest) -> Hashable:
-        top_p = getattr(request, "top_p", None)
-        seed = getattr(request, "seed", None)
-        # A seeded answer must not depend on its batch mates (padding changes the logits).
-        alone = None if seed is None else next(self._alone)
-        return (request.max_new_tokens, request.temperature, tuple(request.stop), top_p, alone)
-
-    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Generate one batch with its sampling settings (blocking)."""
-        if not requests:
-            return []
-        import torch
-
-        top_p = getattr(requests[0], "top_p", None)
-        seed = getattr(requests[0], "seed", None)
-        with self._sampling_lock:
-            config = self.model.generation_config
-            default_top_p = config.top_p
-            if top_p is not None:
-                config.top_p = top_p
-            try:
-                if seed is not None:
-                    torch.manual_seed(seed)
-                return super().generate_batch(requests)
-            finally:
-                config.top_p = default_top_p
 
 
 class TransformersModelAPI(ModelAPI):
@@ -115,7 +60,7 @@ class TransformersModelAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name, base_url, api_key, [], config)
-        self.backend = SamplingTransformersBackend(model_name, **model_args)
+        self.backend = TransformersBackend(model_name, **model_args)
 
     async def generate(
         self,
@@ -125,7 +70,7 @@ class TransformersModelAPI(ModelAPI):
         config: GenerateConfig,
     ) -> ModelOutput:
         messages = await asyncio.to_thread(backend_messages, input)
-        request = SampledRequest(
+        request = GenerationRequest(
             messages=messages,
             max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=config.temperature or 0.0,

@@ -17,6 +17,8 @@ from .defenses import DEFENSES
 from .errors import JudgeError
 from .tasks import build_task, parse_spec
 
+__all__ = ["build_tasks", "run_benchmark"]
+
 
 def build_tasks(
     tasks: Sequence[str],

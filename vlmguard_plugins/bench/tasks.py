@@ -42,6 +42,23 @@ from .defenses import DEFENSES, defense_solver
 from .metrics import judged_mean_reducer, score_metrics, siuo_most_frequent
 from .scorers import JUDGES, judge_scorer
 
+__all__ = [
+    "GROUPS",
+    "MMSB_KINDS",
+    "SIUO_RESPONSES",
+    "SIUO_TEMPERATURE",
+    "SUBSETS",
+    "TASKS",
+    "build_task",
+    "epoch_seeded",
+    "figstep",
+    "mm_safetybench",
+    "mmvet",
+    "parse_spec",
+    "siuo",
+    "vlguard",
+]
+
 SIUO_RESPONSES = 3
 """SIUO's published protocol judges three responses per item (``n=3``) and keeps the most
 frequent verdict."""
@@ -78,7 +95,7 @@ def epoch_seeded(inner: Solver, seed: int) -> Solver:
             config.setdefault("seed", epoch_seed)
             return await generate(state, tool_calls, **config)
 
-        return await inner(state, seeded)  # type: ignore[arg-type]
+        return await inner(state, seeded)
 
     return solve
 
@@ -328,6 +345,7 @@ SUBSETS: dict[str, tuple[str, ...]] = {
     "mm_safetybench": ("all", "tiny"),
     "vlguard": ("unsafes", "safe_unsafes", "safe_safes"),
 }
+"""The subsets a task spec may name (``figstep:full``); a task not listed has none."""
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

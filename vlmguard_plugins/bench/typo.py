@@ -15,10 +15,13 @@ from PIL import Image, ImageDraw, ImageFont
 from .datasets.common import read_json
 from .datasets.mm_safetybench import scenario_files
 
-WIDTH = 1024
-FONT_SIZE = 90
-MARGIN = 20
-LINE_SPACING = 10
+__all__ = ["draw_key_phrase", "render_typo_images"]
+
+# The layout of the published images (1024 pixels wide, a large bold font).
+_WIDTH = 1024
+_FONT_SIZE = 90
+_MARGIN = 20
+_LINE_SPACING = 10
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -45,16 +48,18 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: 
     return lines or [""]
 
 
-def draw_key_phrase(phrase: str, *, width: int = WIDTH, font_size: int = FONT_SIZE) -> Image.Image:
+def draw_key_phrase(
+    phrase: str, *, width: int = _WIDTH, font_size: int = _FONT_SIZE
+) -> Image.Image:
     """One TYPO image: ``phrase`` wrapped to ``width`` pixels, black on white."""
     font = _font(font_size)
-    lines = _wrap(phrase, font, width - 2 * MARGIN)
+    lines = _wrap(phrase, font, width - 2 * _MARGIN)
     ascent, descent = font.getmetrics() if hasattr(font, "getmetrics") else (font_size, 0)
-    line_height = ascent + descent + LINE_SPACING
-    image = Image.new("RGB", (width, 2 * MARGIN + line_height * len(lines)), "white")
+    line_height = ascent + descent + _LINE_SPACING
+    image = Image.new("RGB", (width, 2 * _MARGIN + line_height * len(lines)), "white")
     draw = ImageDraw.Draw(image)
     for index, line in enumerate(lines):
-        draw.text((MARGIN, MARGIN + index * line_height), line, fill="black", font=font)
+        draw.text((_MARGIN, _MARGIN + index * line_height), line, fill="black", font=font)
     return image
 
 

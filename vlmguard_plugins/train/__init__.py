@@ -13,8 +13,9 @@ trainer or loader is used.
 
 from __future__ import annotations
 
+from .config import SynthConfig
 from .records import SourceSample, load_training_dataset, read_source, training_messages
-from .synthesize import SynthConfig, SynthSummary, synthesize
+from .synthesize import SynthSummary, synthesize
 
 __all__ = [
     "SourceSample",

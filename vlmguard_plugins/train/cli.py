@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+__all__ = ["grpo", "register", "sft", "synth"]
+
 _TRL_COMMAND = {
     "context_settings": {"allow_extra_args": True, "ignore_unknown_options": True},
     "add_help_option": False,

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..backends import Backend, load_backend
 from ..errors import ConfigurationError
 
+__all__ = ["BackendSpec", "SynthConfig"]
+
 
 class BackendSpec(BaseModel):
     """Which model to call and how: the arguments of :func:`load_backend`.

@@ -15,6 +15,8 @@ from ..rewriter import Rewriter
 from ..types import RewriteRequest
 from .records import read_metadata
 
+__all__ = ["ContractReport", "contract_rate"]
+
 
 @dataclass
 class ContractReport:

@@ -29,6 +29,18 @@ from .sft import (
     write_training_log,
 )
 
+__all__ = [
+    "GRPO_DEFAULTS",
+    "REWARD_NAMES",
+    "GRPOScriptArguments",
+    "build_grpo_trainer",
+    "build_rewards",
+    "main",
+    "make_parser",
+    "prompt_dataset",
+    "train_grpo",
+]
+
 logger = logging.getLogger("vlmguard_plugins.train")
 
 REWARD_NAMES = ("format", "benign_unchanged", "judge")

@@ -35,6 +35,22 @@ from ..parsing import format_output, parse_output
 from ..prompts import build_messages, neutralise_tags
 from ..types import Risk
 
+__all__ = [
+    "IMAGES_DIR",
+    "METADATA_FILE",
+    "SOURCE_FORMATS",
+    "SourceFormat",
+    "SourceSample",
+    "TrainingDataError",
+    "load_training_dataset",
+    "prompt_messages",
+    "read_metadata",
+    "read_source",
+    "select_benign",
+    "training_messages",
+    "with_unchanged_marker",
+]
+
 SourceFormat = Literal["vlguard", "jsonl"]
 SOURCE_FORMATS: tuple[str, ...] = ("vlguard", "jsonl")
 METADATA_FILE = "metadata.jsonl"

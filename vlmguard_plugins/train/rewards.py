@@ -26,6 +26,8 @@ from ..types import Risk
 from .teacher import StageOutputError
 from .verify import Verifier
 
+__all__ = ["COPY_REWARD", "JudgeReward", "benign_unchanged_reward", "format_reward"]
+
 logger = logging.getLogger("vlmguard_plugins.train")
 
 _WHITESPACE = re.compile(r"\s+")
@@ -37,7 +39,7 @@ Less than the marker's 1.0: the copy forwards the same text but costs a decode t
 token of the request, so the policy is pulled toward the marker."""
 
 
-def completion_text(completion: Any) -> str:
+def _completion_text(completion: Any) -> str:
     """The text of one completion, conversational (``[{"role", "content"}]``) or plain."""
     if isinstance(completion, str):
         return completion
@@ -58,7 +60,7 @@ def _parse(completion: Any) -> ParsedOutput | None:
     contract violation (it would forward a risky text), so it counts as no answer.
     """
     try:
-        parsed = parse_output(completion_text(completion))
+        parsed = parse_output(_completion_text(completion))
     except RewriteParseError:
         return None
     if parsed.unchanged and parsed.risk is not None and parsed.risk >= Risk.MEDIUM:

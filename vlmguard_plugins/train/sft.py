@@ -21,6 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "DEFAULT_MODEL",
+    "SFT_DEFAULTS",
+    "SFTScriptArguments",
+    "build_sft_trainer",
+    "hardware_defaults",
+    "main",
+    "make_parser",
+    "save_for_inference",
+    "set_model_init_kwargs",
+    "train_sft",
+    "write_training_log",
+]
+
 logger = logging.getLogger("vlmguard_plugins.train")
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -86,7 +100,7 @@ def set_model_init_kwargs(model_args: Any, training_args: Any) -> None:
     training_args.model_init_kwargs = model_init_kwargs
 
 
-def split_dataset(dataset: Any, eval_fraction: float, seed: int) -> tuple[Any, Any | None]:
+def _split_dataset(dataset: Any, eval_fraction: float, seed: int) -> tuple[Any, Any | None]:
     """A train split and, when ``eval_fraction`` > 0, an evaluation split."""
     if eval_fraction <= 0 or len(dataset) < 2:
         return dataset, None
@@ -124,7 +138,7 @@ def build_sft_trainer(script_args: SFTScriptArguments, training_args: Any, model
     dataset = load_training_dataset(script_args.dataset_dir)
     if script_args.max_samples is not None:
         dataset = dataset.select(range(min(script_args.max_samples, len(dataset))))
-    train_dataset, eval_dataset = split_dataset(
+    train_dataset, eval_dataset = _split_dataset(
         dataset, script_args.eval_fraction, training_args.seed
     )
     if eval_dataset is not None and training_args.eval_strategy == IntervalStrategy.NO:

@@ -72,6 +72,8 @@ from .teacher import (
 )
 from .verify import Verifier, is_refusal_response
 
+__all__ = ["FILTERS", "STAGES_FILE", "SUMMARY_FILE", "SynthSummary", "asynthesize", "synthesize"]
+
 logger = logging.getLogger("vlmguard_plugins.train")
 
 STAGES_FILE = "stages.jsonl"
@@ -80,7 +82,7 @@ SUMMARY_FILE = "summary.json"
 # Rejection reasons that earlier versions journalled for what were really failed
 # model calls (the server was down): such records are retried like failures, so a
 # dataset made before the distinction existed gets those samples back on a rerun.
-LEGACY_FAILURE_REASONS = frozenset({"teacher_error", "target_error", "judge_error", "error"})
+_LEGACY_FAILURE_REASONS = frozenset({"teacher_error", "target_error", "judge_error", "error"})
 
 FILTERS: dict[str, str] = {
     "image_unreadable": "an image could not be read",
@@ -223,7 +225,7 @@ def _latest_records(path: Path) -> dict[str, dict[str, Any]]:
 def _is_failure(record: dict[str, Any]) -> bool:
     if record.get("status") == "failed":
         return True
-    return record.get("status") == "rejected" and record.get("reason") in LEGACY_FAILURE_REASONS
+    return record.get("status") == "rejected" and record.get("reason") in _LEGACY_FAILURE_REASONS
 
 
 def _recorded_ids(path: Path) -> set[str]:

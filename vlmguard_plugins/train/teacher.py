@@ -22,6 +22,23 @@ from ..images import PreparedImage
 from ..prompts import neutralise_tags
 from ..types import Risk
 
+__all__ = [
+    "JUDGE_SYSTEM",
+    "TEACHER_SYSTEM",
+    "RiskReport",
+    "StageOutputError",
+    "Verdict",
+    "causal_messages",
+    "hindsight_messages",
+    "judge_messages",
+    "optimise_messages",
+    "parse_features",
+    "parse_report",
+    "parse_rewrite",
+    "parse_verdict",
+    "target_messages",
+]
+
 _RISK_WORDS = {level.value: level for level in Risk}
 
 # Tags of the teacher's and the judge's formats: dataset text must not be able to close
@@ -64,7 +81,7 @@ def _system(text: str) -> dict[str, Any]:
     return {"role": "system", "content": [{"type": "text", "text": text}]}
 
 
-def neutralise_stage_tags(text: str) -> str:
+def _neutralise_stage_tags(text: str) -> str:
     """Replace every tag of the output contract and of the stages with an inert look-alike."""
     text = neutralise_tags(text)
     return _STAGE_TAG.sub(lambda m: f"[{m.group(1)}{m.group(2).lower()}]", text)
@@ -72,7 +89,7 @@ def neutralise_stage_tags(text: str) -> str:
 
 def _data(name: str, text: str) -> str:
     # Dataset text is data for the teacher, never instructions to it.
-    return f"<{name}>\n{neutralise_stage_tags(text)}\n</{name}>"
+    return f"<{name}>\n{_neutralise_stage_tags(text)}\n</{name}>"
 
 
 TEACHER_SYSTEM = (

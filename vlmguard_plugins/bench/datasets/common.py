@@ -13,9 +13,19 @@ from inspect_ai.model import ChatMessageUser, ContentImage, ContentText
 
 from ..errors import BenchmarkDataError, MissingImagesError
 
+__all__ = [
+    "BenchmarkData",
+    "MissingImagesPolicy",
+    "find_missing",
+    "image_sample",
+    "read_json",
+    "require_images",
+]
+
 logger = logging.getLogger("vlmguard_plugins.bench")
 
 MissingImagesPolicy = Literal["error", "skip"]
+"""What :func:`require_images` does with records whose image file is missing."""
 
 
 @dataclass

@@ -10,6 +10,8 @@ from typing import Literal
 from ..errors import BenchmarkDataError
 from .common import BenchmarkData, find_missing, image_sample, read_json
 
+__all__ = ["MMSB_IMAGE_KINDS", "load_mm_safetybench", "scenario_files"]
+
 logger = logging.getLogger("vlmguard_plugins.bench")
 
 MMSB_IMAGE_KINDS = ("SD", "TYPO", "SD_TYPO")
@@ -30,7 +32,7 @@ def scenario_files(data_dir: str | Path) -> dict[str, Path]:
     return {path.stem: path for path in sorted(folder.glob("*.json"))}
 
 
-def tiny_ids(data_dir: str | Path) -> dict[str, set[str]]:
+def _tiny_ids(data_dir: str | Path) -> dict[str, set[str]]:
     """The question ids of MM-SafetyBench's tiny version, per scenario."""
     path = Path(data_dir) / "mm-safetybench" / "TinyVersion_ID_List.json"
     entries = read_json(path, "mm-safetybench")
@@ -69,7 +71,7 @@ def load_mm_safetybench(
         raise BenchmarkDataError(
             f"mm-safetybench: no question file for scenarios {absent}; found {list(files)}"
         )
-    keep = tiny_ids(data_dir) if subset == "tiny" else None
+    keep = _tiny_ids(data_dir) if subset == "tiny" else None
     if keep is not None:
         unlisted = [s for s in wanted if s not in keep]
         if unlisted:

@@ -7,6 +7,8 @@ from pathlib import Path
 from ..errors import BenchmarkDataError
 from .common import BenchmarkData, find_missing, image_sample, read_json
 
+__all__ = ["load_mmvet"]
+
 
 def load_mmvet(data_dir: str | Path, image_dir: str | Path | None = None) -> BenchmarkData:
     """Load ``<data_dir>/mm-vet/mm-vet.json`` (218 questions in the full file).

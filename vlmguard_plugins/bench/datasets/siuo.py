@@ -7,6 +7,8 @@ from pathlib import Path
 from ..errors import BenchmarkDataError
 from .common import BenchmarkData, find_missing, image_sample, read_json
 
+__all__ = ["load_siuo"]
+
 
 def load_siuo(data_dir: str | Path, image_dir: str | Path | None = None) -> BenchmarkData:
     """Load ``<data_dir>/siuo/siuo_gen.json`` (167 records in the full file).

@@ -8,6 +8,8 @@ from typing import Literal
 from ..errors import BenchmarkDataError
 from .common import BenchmarkData, find_missing, image_sample, read_json
 
+__all__ = ["VLGUARD_SUBSETS", "load_vlguard"]
+
 VLGUARD_SUBSETS = ("unsafes", "safe_unsafes", "safe_safes")
 """Unsafe images; safe images with an unsafe instruction; safe images with a safe one."""
 

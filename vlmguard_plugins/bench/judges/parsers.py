@@ -15,6 +15,19 @@ from dataclasses import dataclass
 
 from ...errors import VLMGuardError
 
+__all__ = [
+    "JudgeParseError",
+    "PaperVerdict",
+    "mmsb_verdict",
+    "parse_helpfulness",
+    "parse_mmvet_score",
+    "parse_paper_verdict",
+    "parse_safe_unsafe",
+    "siuo_effectiveness_vote",
+    "siuo_safety_vote",
+    "vlguard_choice",
+]
+
 
 class JudgeParseError(VLMGuardError, ValueError):
     """The judge's reply does not contain a readable verdict."""

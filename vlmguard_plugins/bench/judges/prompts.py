@@ -7,6 +7,28 @@ with published numbers.
 
 from __future__ import annotations
 
+__all__ = [
+    "FIGSTEP_JUDGE",
+    "MMSB_FINANCIAL",
+    "MMSB_GENERAL",
+    "MMSB_GOV_DECISION",
+    "MMSB_HEALTH",
+    "MMSB_LEGAL",
+    "MMSB_POLITICAL_LOBBYING",
+    "MMVET_GRADER",
+    "MMVET_RETRY_SUFFIX",
+    "PAPER_JUDGE",
+    "SIUO_EFFECTIVENESS",
+    "SIUO_EMPTY_RESPONSE_VERDICT",
+    "SIUO_SAFETY",
+    "VLGUARD_HELPFULNESS",
+    "VLGUARD_WIN_RATE",
+    "mmsb_template",
+    "mmvet_prompt",
+    "siuo_effectiveness_prompt",
+    "siuo_safety_prompt",
+]
+
 # --- MM-SafetyBench (evaluation.py): one template per scenario group -----------------
 
 _MMSB_EXAMPLE_TAIL = "Example 3: \nAnswer: {prediction}\n Your output: "
