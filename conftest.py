@@ -7,6 +7,8 @@ from pathlib import Path
 
 # Nothing in the test suite may download: no hub, no tiktoken fetches.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# litellm fetches its model cost map on import unless told to use the copy it ships.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 try:

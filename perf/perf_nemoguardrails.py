@@ -15,54 +15,47 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
-import os
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# A development (editable) install lives outside site-packages: let NeMo find the rail's
-# flows through COLANGPATH, which must be set before NeMo is imported.
-_spec = importlib.util.find_spec("nemoguardrails_vlmguard")
-if _spec is not None and _spec.origin is not None:
-    os.environ.setdefault("COLANGPATH", str(Path(_spec.origin).resolve().parent.parent))
+import yaml
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.testing import FakeLLMModel
 
-from nemoguardrails import LLMRails, RailsConfig  # noqa: E402
-from nemoguardrails.testing import FakeLLMModel  # noqa: E402
-from nemoguardrails_vlmguard import get_rail  # noqa: E402
+# Importing the package lets NeMo resolve `import_paths: [nemoguardrails_vlmguard]` from
+# an editable install too (it adds the module's folder to NeMo's Colang path).
+from nemoguardrails_vlmguard import get_rail
 
-from vlmguard_plugins import RewriteRequest, Risk  # noqa: E402
-from vlmguard_plugins.conversation import from_openai  # noqa: E402
-from vlmguard_plugins.examples_assets import draw_example_images  # noqa: E402
-from vlmguard_plugins.parsing import format_output  # noqa: E402
+from vlmguard_plugins import RewriteRequest, Risk
+from vlmguard_plugins.conversation import from_openai
+from vlmguard_plugins.examples_assets import draw_example_images
+from vlmguard_plugins.parsing import format_output
 
 N_CALLS = 150
 WARM_UP = 20
+
+# The shipped example, measured as users copy it: only the main model (the fake one
+# below) and the rewriter's settings (a zero-latency scripted backend) change.
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nemoguardrails" / "config"
 
 BASE_CONFIG = """\
 passthrough: true
 """
 
-RAIL_CONFIG = f"""\
-import_paths:
-  - nemoguardrails_vlmguard
-passthrough: true
-rails:
-  input:
-    flows:
-      - vlmguard rewrite input
-  tool_input:
-    flows:
-      - vlmguard check tool input
-custom_data:
-  vlmguard:
-    backend: scripted
-    backend_options:
-      outputs:
-        - {format_output("textual: x", Risk.MEDIUM, "Describe safe handling of this.")!r}
-"""
+
+def rail_config() -> str:
+    """The example's ``config.yml`` with a scripted rewriter and no main model of its own."""
+    config = yaml.safe_load((EXAMPLE / "config.yml").read_text(encoding="utf-8"))
+    config.pop("models", None)
+    output = format_output("textual: x", Risk.MEDIUM, "Describe safe handling of this.")
+    config["custom_data"] = {
+        "vlmguard": {"backend": "scripted", "backend_options": {"outputs": [output]}}
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
 
 NOOP_RAIL_CONFIG = """\
 passthrough: true
@@ -85,14 +78,6 @@ from nemoguardrails.actions import action
 @action(name="noop_check", is_system_action=True)
 async def noop_check(user_message=None):
     return user_message
-"""
-
-CONFIG_PY = """\
-from nemoguardrails_vlmguard import register
-
-
-def init(app):
-    register(app)
 """
 
 
@@ -181,7 +166,11 @@ async def main() -> None:
                 NOOP_RAIL_CONFIG,
                 {"rails.co": NOOP_RAIL_FLOW, "actions.py": NOOP_ACTIONS_PY},
             ),
-            "the vlmguard rail": build(root / "with", RAIL_CONFIG, {"config.py": CONFIG_PY}),
+            "the vlmguard rail": build(
+                root / "with",
+                rail_config(),
+                {"config.py": (EXAMPLE / "config.py").read_text(encoding="utf-8")},
+            ),
         }
         print(
             "LLMRails.generate_async, Colang 1.0, passthrough, zero-latency main LLM and "

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from vlmguard_plugins.bench.run import run_benchmark
 from vlmguard_plugins.cli import app
+from vlmguard_plugins.testing import ChatCompletionServer
 
 
 def _say(model: Model, **config: Any) -> str:
@@ -36,6 +37,17 @@ def test_local_target_samples_with_the_seed_and_top_p(tiny_model_dir: Path) -> N
     assert first != greedy or others != {greedy}  # sampling, not greedy decoding
     # A nucleus this small keeps only the most likely token: sampling becomes greedy.
     assert {_say(model, temperature=1.0, top_p=1e-6, seed=s) for s in (1, 2)} == {greedy}
+
+
+def test_served_target_receives_top_p_and_seed() -> None:
+    with ChatCompletionServer(responder=lambda request: "An answer.", model="the-vlm") as server:
+        model = get_model("vlmguard-openai/target/the-vlm", base_url=server.base_url, memoize=False)
+        assert _say(model, temperature=0.7, top_p=0.8, seed=5) == "An answer."
+        assert _say(model) == "An answer."
+    sampled, default = (request.body or {} for request in server.chat_requests)
+    assert (sampled["temperature"], sampled["top_p"], sampled["seed"]) == (0.7, 0.8, 5)
+    # Unset, they are left to the server's defaults.
+    assert "top_p" not in default and "seed" not in default
 
 
 class _Recorder:
@@ -134,6 +146,7 @@ def test_cli_sampling_and_kind_options(data_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     [log_file] = list(logs.glob("*.eval"))
     log = read_eval_log(str(log_file))
+    assert log.samples is not None
     assert {s.metadata["image_kind"] for s in log.samples} == {"SD"}  # only SD images exist
     assert len(log.samples) == 10 + 13
     config = log.plan.config

@@ -26,7 +26,7 @@ from inspect_ai.model import (
 )
 from PIL import Image
 
-from vlmguard_plugins.bench.errors import ConfigurationError
+from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.bench.judges.prompts import (
     MMSB_GENERAL,
     MMSB_LEGAL,

@@ -106,6 +106,45 @@ def test_bad_image_and_bad_policy(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "shield" in result.output
 
 
+def test_rewrite_with_the_scripted_backend_needs_no_model(example_images: dict) -> None:
+    # The scripted backend takes no model: none is passed unless --model is given.
+    result = runner.invoke(
+        app,
+        [
+            "rewrite",
+            "--backend",
+            "scripted",
+            "--image",
+            str(example_images["sunflower"]),
+            "--json",
+            "What flower is this?",
+        ],
+        env={"VLMGUARD_MODEL": None},
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    # The scripted rewriter judges the text safe and hands it on unchanged.
+    assert (payload["prompt"], payload["risk"], payload["action"]) == (
+        "What flower is this?",
+        "none",
+        "unchanged",
+    )
+    assert payload["fallback"] is None
+    result = runner.invoke(app, ["rewrite", "--backend", "scripted", "Hello there"])
+    assert result.exit_code == 0, result.output
+    assert "prompt for the VLM" in result.stdout and "Hello there" in result.stdout
+
+
+def test_rewrite_with_the_openai_backend_asks_for_the_served_model() -> None:
+    result = runner.invoke(
+        app,
+        ["rewrite", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "hi"],
+        env={"VLMGUARD_MODEL": None},
+    )
+    assert result.exit_code == 2
+    assert "ConfigurationError" in result.stderr and "'model'" in result.stderr
+
+
 def test_missing_or_unreadable_image_exits_2_before_any_model(tmp_path: Path) -> None:
     # Under the default shield policy too: the user's file is not a case for the policy.
     missing = tmp_path / "missing.png"

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .backends import Backend, Generation, GenerationRequest, available_backends, load_backend
 from .conversation import Conversation, GuardedConversation, ImagePart, OtherPart, TextPart, Turn
-from .errors import VLMGuardError
+from .errors import InputErrorReply, VLMGuardError, input_error_reply
 from .images import ImageLimits, PreparedImage, load_image
 from .policy import BLOCK_INSTRUCTION, SHIELD_INSTRUCTION, shield_prompt
 from .prompts import SYSTEM_PROMPT
@@ -44,6 +44,7 @@ __all__ = [
     "HistoryTurn",
     "ImageLimits",
     "ImagePart",
+    "InputErrorReply",
     "OtherPart",
     "PreparedImage",
     "RewriteRequest",
@@ -60,6 +61,7 @@ __all__ = [
     "VLMGuardError",
     "__version__",
     "available_backends",
+    "input_error_reply",
     "load_backend",
     "load_image",
     "releasable",

@@ -111,13 +111,17 @@ def _policy(value: str) -> str:
 
 def build_rewriter(
     backend: str,
-    model: str,
+    model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     on_error: str = "shield",
     max_new_tokens: int = 512,
 ) -> Any:
-    """A Rewriter from command-line style settings (shared by the CLI's commands)."""
+    """A Rewriter from command-line style settings (shared by the CLI's commands).
+
+    ``model`` None leaves the choice to the backend: the default rewriter model for
+    ``transformers``; a backend without a model (``scripted``) is given none.
+    """
     from .settings import RewriterSettings
 
     settings = RewriterSettings.from_mapping(
@@ -143,9 +147,15 @@ def rewrite(
     backend: Annotated[str, typer.Option(help="transformers, openai, or an installed plugin.")] = (
         "transformers"
     ),
-    model: Annotated[str, typer.Option(envvar="VLMGUARD_MODEL", help="Model id or folder.")] = (
-        DEFAULT_MODEL
-    ),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VLMGUARD_MODEL",
+            help=f"Model id or folder (transformers: {DEFAULT_MODEL} when not given; "
+            "openai: the served model name, required).",
+            show_default=False,
+        ),
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --backend openai.")
     ] = None,

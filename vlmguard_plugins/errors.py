@@ -2,10 +2,14 @@
 
 Catch :class:`VLMGuardError` for all of them, or a subclass for one kind.
 Input errors also subclass :class:`ValueError` so code that already guards
-against bad values keeps working.
+against bad values keeps working; :func:`input_error_reply` says how an HTTP API
+answers one (status, OpenAI-style ``code`` and ``param``), the same for every server
+built on the guard.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class VLMGuardError(Exception):
@@ -126,6 +130,54 @@ class ContractViolationError(RewriteParseError):
     """
 
 
+# --- how an HTTP API answers input errors ------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputErrorReply:
+    """How an OpenAI-compatible API refuses input the guard cannot check.
+
+    ``status_code`` is the HTTP status; ``code`` and ``param`` are the OpenAI error
+    body's fields (``param`` is the path of the refused part, ``messages`` when the
+    guard does not know it); ``message`` is the error's text.
+    """
+
+    status_code: int
+    code: str
+    param: str
+    message: str
+
+
+def input_error_reply(error: InputError) -> InputErrorReply:
+    """The HTTP status, error ``code`` and ``param`` a client gets for ``error``.
+
+    Input errors are the client's to fix, so every one is a 400; the code names the
+    kind (``unsupported_content``, ``invalid_image``, ``text_too_long``, else
+    ``invalid_request``).
+    """
+    return InputErrorReply(
+        status_code=400, code=_code_of(error), param=_param_of(error), message=str(error)
+    )
+
+
+def _code_of(error: InputError) -> str:
+    if isinstance(error, UnsupportedContentError):
+        return "unsupported_content"
+    if isinstance(error, ImageInputError):
+        return "invalid_image"
+    if isinstance(error, TextTooLongError):
+        return "text_too_long"
+    return "invalid_request"
+
+
+def _param_of(error: InputError) -> str:
+    if isinstance(error, UnsupportedContentError) and error.message_index is not None:
+        if error.part_index is None:
+            return f"messages.{error.message_index}.content"
+        return f"messages.{error.message_index}.content.{error.part_index}"
+    return "messages"
+
+
 __all__ = [
     "AuthenticationError",
     "BackendError",
@@ -139,6 +191,7 @@ __all__ = [
     "ImageInputError",
     "ImageTooLargeError",
     "InputError",
+    "InputErrorReply",
     "ModelNotFoundError",
     "RateLimitError",
     "RewriteParseError",
@@ -147,4 +200,5 @@ __all__ = [
     "UnsupportedContentError",
     "UnsupportedImageFormatError",
     "VLMGuardError",
+    "input_error_reply",
 ]

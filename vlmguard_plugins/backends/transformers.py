@@ -141,7 +141,7 @@ class TransformersBackend:
         A seeded answer must not depend on its batch mates (padding changes the
         logits), so each seeded request gets a key of its own.
         """
-        alone = None
+        alone = None if request.seed is None else next(self._seeded)
         return (
             request.max_new_tokens,
             request.temperature,

@@ -7,12 +7,16 @@ the commands), so ``vlmguard --help`` stays fast.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from inspect_ai.log import EvalLog
 
 __all__ = ["bench_app", "paper", "prepare", "register", "report", "run"]
 
@@ -35,6 +39,38 @@ _DataDir = Annotated[
 ]
 
 
+# The options `bench run` and `bench paper` share.  Each command still names them in its
+# own signature: typer builds a command's options from its parameters.
+_RewriterBackend = Annotated[
+    str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
+]
+_RewriterModel = Annotated[
+    str | None, typer.Option(envvar="VLMGUARD_MODEL", help="The rewriter model.")
+]
+_RewriterBaseUrl = Annotated[
+    str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
+]
+_RewriterArgs = Annotated[
+    list[str] | None,
+    typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
+]
+_TargetArgs = Annotated[
+    list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")
+]
+_ImageDirs = Annotated[
+    list[str] | None,
+    typer.Option(help="TASK=FOLDER: where a task's images are (e.g. siuo=/data/siuo/images)."),
+]
+_Limit = Annotated[int | None, typer.Option(help="At most this many samples per task.")]
+_MaxTokens = Annotated[int, typer.Option(help="Longest target answer.")]
+_MaxConnections = Annotated[int | None, typer.Option(help="Concurrent requests per model.")]
+_MaxSamples = Annotated[int | None, typer.Option(help="Concurrent samples per task.")]
+_RetryAttempts = Annotated[
+    int | None, typer.Option(help="Retries of a failed task within this run.")
+]
+_Display = Annotated[str | None, typer.Option(help="inspect display: full, rich, plain, none.")]
+
+
 def _pairs(values: list[str] | None, option: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for item in values or []:
@@ -55,6 +91,27 @@ def _literal(value: str) -> Any:
         except ValueError:
             continue
     return value
+
+
+def _rewriter_args(
+    values: list[str] | None, model: str | None, base_url: str | None
+) -> dict[str, Any]:
+    args = _pairs(values, "--rewriter-arg")
+    if model:
+        args["model"] = model
+    if base_url:
+        args["base_url"] = base_url
+    return args
+
+
+def _print_statuses(logs: Sequence[EvalLog]) -> None:
+    for log in logs:
+        meta = log.eval.metadata or {}
+        _console.print(
+            f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
+            f"{log.status}",
+            soft_wrap=True,
+        )
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -126,31 +183,17 @@ def run(
     ] = None,
     data_dir: _DataDir = Path("benchmarks"),
     log_dir: Annotated[Path, typer.Option(help="Where the inspect logs go.")] = Path("logs/bench"),
-    rewriter_backend: Annotated[
-        str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
-    ] = "openai",
-    rewriter_model: Annotated[
-        str | None, typer.Option(envvar="VLMGUARD_MODEL", help="The rewriter model.")
-    ] = None,
-    rewriter_base_url: Annotated[
-        str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
-    ] = None,
-    rewriter_arg: Annotated[
-        list[str] | None,
-        typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
-    ] = None,
-    target_arg: Annotated[
-        list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")
-    ] = None,
-    image_dir: Annotated[
-        list[str] | None,
-        typer.Option(help="TASK=FOLDER: where a task's images are (e.g. siuo=/data/siuo/images)."),
-    ] = None,
+    rewriter_backend: _RewriterBackend = "openai",
+    rewriter_model: _RewriterModel = None,
+    rewriter_base_url: _RewriterBaseUrl = None,
+    rewriter_arg: _RewriterArgs = None,
+    target_arg: _TargetArgs = None,
+    image_dir: _ImageDirs = None,
     skip_missing_images: Annotated[
         bool, typer.Option(help="Run without records whose image is missing (listed in a warning).")
     ] = False,
-    limit: Annotated[int | None, typer.Option(help="At most this many samples per task.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest target answer.")] = 512,
+    limit: _Limit = None,
+    max_tokens: _MaxTokens = 512,
     temperature: Annotated[
         float | None,
         typer.Option(help="Target sampling temperature (default: the target's; SIUO: 1.0)."),
@@ -162,28 +205,18 @@ def run(
     kind: Annotated[
         str, typer.Option(help="MM-SafetyBench image kind: SD, TYPO, SD_TYPO or all.")
     ] = "all",
-    max_connections: Annotated[
-        int | None, typer.Option(help="Concurrent requests per model.")
-    ] = None,
-    max_samples: Annotated[int | None, typer.Option(help="Concurrent samples per task.")] = None,
+    max_connections: _MaxConnections = None,
+    max_samples: _MaxSamples = None,
     max_tasks: Annotated[int | None, typer.Option(help="Tasks run at the same time.")] = None,
-    retry_attempts: Annotated[
-        int | None, typer.Option(help="Retries of a failed task within this run.")
-    ] = None,
-    display: Annotated[
-        str | None, typer.Option(help="inspect display: full, rich, plain, none.")
-    ] = None,
+    retry_attempts: _RetryAttempts = None,
+    display: _Display = None,
 ) -> None:
     """Run tasks x defences x targets as one resumable inspect eval set (rerun to resume)."""
     from ..errors import VLMGuardError
     from . import paper  # noqa: F401  (registers the vlmguard-openai provider)
     from .run import run_benchmark
 
-    rewriter_args = _pairs(rewriter_arg, "--rewriter-arg")
-    if rewriter_model:
-        rewriter_args["model"] = rewriter_model
-    if rewriter_base_url:
-        rewriter_args["base_url"] = rewriter_base_url
+    rewriter_args = _rewriter_args(rewriter_arg, rewriter_model, rewriter_base_url)
     try:
         success, logs = run_benchmark(
             task,
@@ -212,13 +245,7 @@ def run(
         )
     except VLMGuardError as exc:
         raise _fail(exc) from exc
-    for log in logs:
-        meta = log.eval.metadata or {}
-        _console.print(
-            f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
-            f"{log.status}",
-            soft_wrap=True,
-        )
+    _print_statuses(logs)
     _console.print(f"logs: {log_dir}", soft_wrap=True)
     _console.print(f"view them with: inspect view --log-dir {log_dir}", soft_wrap=True)
     if not success:
@@ -311,48 +338,29 @@ def paper(
     out: Annotated[
         Path, typer.Option(help="Where the logs (OUT/logs) and the report (OUT/report) go.")
     ] = Path("reports/paper"),
-    rewriter_backend: Annotated[
-        str, typer.Option(help="Backend of the vlmguard defence: openai, transformers, ...")
-    ] = "openai",
-    rewriter_model: Annotated[
-        str | None, typer.Option(envvar="VLMGUARD_MODEL", help="The rewriter model.")
-    ] = None,
-    rewriter_base_url: Annotated[
-        str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
-    ] = None,
-    rewriter_arg: Annotated[
-        list[str] | None,
-        typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
-    ] = None,
-    target_arg: Annotated[
-        list[str] | None, typer.Option("--target-arg", "-M", help="Target model arg KEY=VALUE.")
-    ] = None,
-    image_dir: Annotated[
-        list[str] | None,
-        typer.Option(help="TASK=FOLDER: where a task's images are (e.g. siuo=/data/siuo/images)."),
-    ] = None,
+    # The options of `bench run`, with the same names, help and defaults.
+    rewriter_backend: _RewriterBackend = "openai",
+    rewriter_model: _RewriterModel = None,
+    rewriter_base_url: _RewriterBaseUrl = None,
+    rewriter_arg: _RewriterArgs = None,
+    target_arg: _TargetArgs = None,
+    image_dir: _ImageDirs = None,
     skip_missing_images: Annotated[
         bool,
         typer.Option(help="Run without records whose image is missing (counted in the report)."),
     ] = False,
-    limit: Annotated[int | None, typer.Option(help="At most this many samples per task.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest target answer.")] = 512,
+    limit: _Limit = None,
+    max_tokens: _MaxTokens = 512,
     temperature: Annotated[
         float | None,
         typer.Option(help="Targets' sampling temperature (default: SIUO's published one)."),
     ] = None,
     top_p: Annotated[float | None, typer.Option(help="Targets' nucleus sampling.")] = None,
     seed: Annotated[int | None, typer.Option(help="Targets' sampling seed.")] = None,
-    max_connections: Annotated[
-        int | None, typer.Option(help="Concurrent requests per model.")
-    ] = None,
-    max_samples: Annotated[int | None, typer.Option(help="Concurrent samples per task.")] = None,
-    retry_attempts: Annotated[
-        int | None, typer.Option(help="Retries of a failed task within this run.")
-    ] = None,
-    display: Annotated[
-        str | None, typer.Option(help="inspect display: full, rich, plain, none.")
-    ] = None,
+    max_connections: _MaxConnections = None,
+    max_samples: _MaxSamples = None,
+    retry_attempts: _RetryAttempts = None,
+    display: _Display = None,
 ) -> None:
     """The paper's comparison: SIUO, MM-SafetyBench, VLGuard and MM-Vet, every defence,
     every target; then the tables and plots (rerun the same command to resume)."""
@@ -361,11 +369,7 @@ def paper(
 
     _service_urls(base_url)
     sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": seed}
-    rewriter_args = _pairs(rewriter_arg, "--rewriter-arg")
-    if rewriter_model:
-        rewriter_args["model"] = rewriter_model
-    if rewriter_base_url:
-        rewriter_args["base_url"] = rewriter_base_url
+    rewriter_args = _rewriter_args(rewriter_arg, rewriter_model, rewriter_base_url)
     try:
         result = run_paper(
             target,
@@ -390,13 +394,7 @@ def paper(
         )
     except VLMGuardError as exc:
         raise _fail(exc) from exc
-    for log in result.logs:
-        meta = log.eval.metadata or {}
-        _console.print(
-            f"{meta.get('dataset', log.eval.task)} / {meta.get('defense')} / {log.eval.model}: "
-            f"{log.status}",
-            soft_wrap=True,
-        )
+    _print_statuses(result.logs)
     for path in result.written:
         _console.print(f"wrote {path}", soft_wrap=True)
     _console.print(

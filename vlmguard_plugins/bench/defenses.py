@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -190,28 +191,27 @@ def _timed(rewriter: Rewriter) -> Rewriter:
     return rewriter
 
 
-@solver
-def static_shield() -> Solver:
-    """The user's text under the static safety instruction (:data:`SHIELD_INSTRUCTION`)."""
+def _fixed_prompt(name: str, wrap: Callable[[str], str]) -> Solver:
+    """A static defence: the user's text put through ``wrap``, then the target's answer."""
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        _write_last_user(state, shield_prompt(_user_text(_last_user(state))))
-        state.metadata["defense"] = {"name": "static_shield", "extra_target_calls": 0}
+        _write_last_user(state, wrap(_user_text(_last_user(state))))
+        state.metadata["defense"] = {"name": name, "extra_target_calls": 0}
         return await generate(state)
 
     return solve
+
+
+@solver
+def static_shield() -> Solver:
+    """The user's text under the static safety instruction (:data:`SHIELD_INSTRUCTION`)."""
+    return _fixed_prompt("static_shield", shield_prompt)
 
 
 @solver
 def adashield_s() -> Solver:
     """AdaShield-S: the published static defence prompt (:data:`ADASHIELD_S_PROMPT`)."""
-
-    async def solve(state: TaskState, generate: Generate) -> TaskState:
-        _write_last_user(state, adashield_s_prompt(_user_text(_last_user(state))))
-        state.metadata["defense"] = {"name": "adashield_s", "extra_target_calls": 0}
-        return await generate(state)
-
-    return solve
+    return _fixed_prompt("adashield_s", adashield_s_prompt)
 
 
 _YES = re.compile(r"^\W*yes\b", re.I)

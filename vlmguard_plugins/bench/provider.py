@@ -92,7 +92,7 @@ class TransformersModelAPI(ModelAPI):
 
     def max_connections(self) -> int:
         # Enough concurrent samples to fill the backend's batches.
-        return 2 * getattr(self.backend.batcher, "max_batch_size", 8)
+        return 2 * self.backend.batcher.max_batch_size
 
 
 @modelapi(name=PROVIDER_NAME)

@@ -161,6 +161,9 @@ def _build(
     )
 
 
+# Each task spells out every parameter, though most are common to all (see _COMMON):
+# inspect reads a task's signature to check `-T name=value` (a misspelt name is warned
+# about) and to log the task's arguments with their defaults; **kwargs would hide both.
 @task
 def figstep(
     data_dir: str,

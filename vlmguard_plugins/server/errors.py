@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from ..openai_errors import error_body
+
 
 class GatewayError(Exception):
     """A request the gateway answers with an error status and an OpenAI-style body."""
@@ -56,7 +58,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An OpenAI-style error body with ``status_code``."""
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    body = error_body(message, type=type, code=code, param=param)
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 

@@ -29,13 +29,7 @@ from typing import Any
 
 from ..audit import AuditLog, AuditRecord, ImageDigest, digest_images
 from ..conversation import Conversation, GuardedConversation, ImagePart, from_openai, to_openai
-from ..errors import (
-    ImageInputError,
-    InputError,
-    TextTooLongError,
-    UnsupportedContentError,
-    VLMGuardError,
-)
+from ..errors import InputError, VLMGuardError, input_error_reply
 from ..rewriter import Rewriter
 from ..speculative import releasable
 from ..types import FailurePolicyName, RewriteResult
@@ -104,7 +98,7 @@ class Decision:
         if self.error is None:
             return "invalid_request"
         if isinstance(self.error, InputError):
-            return input_error_code(self.error)
+            return input_error_reply(self.error).code
         return "guard_unavailable"
 
     @property
@@ -116,10 +110,9 @@ class Decision:
     def refusal(self) -> GatewayError:
         """The error the client gets when there is no result to forward."""
         if isinstance(self.error, InputError):
-            return invalid_request(
-                str(self.error),
-                code=input_error_code(self.error),
-                param=input_error_param(self.error),
+            reply = input_error_reply(self.error)
+            return GatewayError(
+                reply.status_code, reply.message, code=reply.code, param=reply.param
             )
         if self.error is not None:
             return GatewayError(
@@ -158,26 +151,6 @@ def last_user_text(conversation: Conversation) -> str | None:
     """The text of the conversation's last user turn (None without one)."""
     index = conversation.last_user_index()
     return conversation.turns[index].text if index is not None else None
-
-
-def input_error_param(error: InputError) -> str:
-    """The OpenAI-style ``param`` of a 400: the refused part's path when the core knows it."""
-    if isinstance(error, UnsupportedContentError) and error.message_index is not None:
-        if error.part_index is None:
-            return f"messages.{error.message_index}.content"
-        return f"messages.{error.message_index}.content.{error.part_index}"
-    return "messages"
-
-
-def input_error_code(error: InputError) -> str:
-    """The OpenAI-style error ``code`` of a 400 for ``error``."""
-    if isinstance(error, UnsupportedContentError):
-        return "unsupported_content"
-    if isinstance(error, ImageInputError):
-        return "invalid_image"
-    if isinstance(error, TextTooLongError):
-        return "text_too_long"
-    return "invalid_request"
 
 
 class Guard:
@@ -321,7 +294,5 @@ __all__ = [
     "GuardOutcome",
     "RequestContext",
     "guard_report",
-    "input_error_code",
-    "input_error_param",
     "last_user_text",
 ]

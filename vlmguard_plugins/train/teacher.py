@@ -71,6 +71,13 @@ def _tag(text: str, name: str) -> str | None:
     return match.group(1).strip() if match and match.group(1).strip() else None
 
 
+def _required_tag(text: str, name: str, stage: str) -> str:
+    value = _tag(text, name)
+    if value is None:
+        raise StageOutputError(f"{stage} has no <{name}> section")
+    return value
+
+
 def _user(images: list[PreparedImage], text: str) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "image", "image": image} for image in images]
     content.append({"type": "text", "text": text})
@@ -134,10 +141,7 @@ def hindsight_messages(
 
 def parse_features(text: str) -> str:
     """The risk features of a stage-1 reply."""
-    features = _tag(text, "features")
-    if features is None:
-        raise StageOutputError("the hindsight analysis has no <features> section")
-    return features
+    return _required_tag(text, "features", "the hindsight analysis")
 
 
 # --- stage 2: multimodal causal analysis ---------------------------------------------
@@ -233,10 +237,7 @@ def optimise_messages(
 
 def parse_rewrite(text: str) -> str:
     """The rewritten prompt of a stage-3 reply."""
-    rewrite = _tag(text, "rewrite")
-    if rewrite is None:
-        raise StageOutputError("the prompt optimisation has no <rewrite> section")
-    return rewrite
+    return _required_tag(text, "rewrite", "the prompt optimisation")
 
 
 # --- the target model and the judge ----------------------------------------------------

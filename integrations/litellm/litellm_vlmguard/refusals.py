@@ -13,13 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from vlmguard_plugins.errors import (
-    ImageInputError,
-    InputError,
-    TextTooLongError,
-    UnsupportedContentError,
-    VLMGuardError,
-)
+from vlmguard_plugins.errors import InputError, VLMGuardError, input_error_reply
 from vlmguard_plugins.types import RewriteResult
 
 
@@ -50,21 +44,13 @@ class GuardrailRefusal(HTTPException):
 
 
 def input_refusal(error: InputError) -> GuardrailRefusal:
-    """The 400 for input the guard cannot check (an unsupported part, a bad image...)."""
-    if isinstance(error, UnsupportedContentError):
-        code = "unsupported_content"
-    elif isinstance(error, ImageInputError):
-        code = "invalid_image"
-    elif isinstance(error, TextTooLongError):
-        code = "text_too_long"
-    else:
-        code = "invalid_request"
-    param = "messages"
-    if isinstance(error, UnsupportedContentError) and error.message_index is not None:
-        param = f"messages.{error.message_index}.content"
-        if error.part_index is not None:
-            param += f".{error.part_index}"
-    return GuardrailRefusal(400, str(error), code=code, param=param)
+    """The 400 for input the guard cannot check (an unsupported part, a bad image...).
+
+    Status, code and ``param`` are the core's (:func:`~vlmguard_plugins.errors.input_error_reply`),
+    so the proxy refuses input exactly as the gateway does.
+    """
+    reply = input_error_reply(error)
+    return GuardrailRefusal(reply.status_code, reply.message, code=reply.code, param=reply.param)
 
 
 def blocked_refusal(result: RewriteResult, *, threshold: bool) -> GuardrailRefusal:

@@ -1,29 +1,10 @@
 """nemoguardrails-vlmguard: NeMo Guardrails rails that rewrite multimodal prompts.
 
-Enable both in a guardrails configuration folder::
-
-    # config.yml
-    import_paths:
-      - nemoguardrails_vlmguard
-    passthrough: true
-    rails:
-      input:
-        flows:
-          - vlmguard rewrite input
-      tool_input:                # a conversation that ends in tool results
-        flows:
-          - vlmguard check tool input
-    custom_data:
-      vlmguard:                  # vlmguard_plugins.RewriterSettings, plus use_history
-        backend: openai
-        model: vlmguard-r1
-        base_url: http://localhost:8000/v1
-
-    # config.py
-    from nemoguardrails_vlmguard import register
-
-    def init(app):
-        register(app)
+Enable them in a guardrails configuration folder: copy the repository's
+``examples/nemoguardrails/config/`` (Colang 1.0; ``config_colang2/`` for Colang 2.x).
+Its ``config.yml``, commented line by line, turns the rails on and holds the
+rewriter's settings under ``custom_data.vlmguard``; its ``config.py`` calls
+:func:`register`.  The guide is ``docs/nemoguardrails.md``.
 """
 
 from __future__ import annotations
