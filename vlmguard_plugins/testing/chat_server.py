@@ -460,6 +460,8 @@ def _to_generation_request(body: dict[str, Any]) -> GenerationRequest:
         messages=messages,
         max_new_tokens=int(max_tokens),
         temperature=float(body.get("temperature") or 0.0),
+        top_p=body.get("top_p"),
+        seed=body.get("seed"),
         stop=[stop] if isinstance(stop, str) else list(stop),
     )
 
