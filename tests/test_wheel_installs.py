@@ -100,7 +100,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build = _packaging()._build
     out = tmp_path_factory.mktemp("wheels")
     built = {"core": build(ROOT, "wheel", out / "core")}
-    for name in INTEGRATIONS:
+    for name in (*INTEGRATIONS, "litellm"):
         built[name] = build(ROOT / "integrations" / name, "wheel", out / name)
     return built
 
@@ -119,6 +119,15 @@ def integrations_env(
     requirements = [str(wheels["core"])]
     requirements += [f"{wheels[name]}[remote]" for name in INTEGRATIONS]
     return _make_environment(tmp_path_factory.mktemp("integrations") / "venv", requirements)
+
+
+@pytest.fixture(scope="module")
+def litellm_env(wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Environment:
+    # litellm[proxy] is resolved within the development constraints: left free, pip
+    # backtracks through boto releases for many minutes before it settles.
+    requirements = ["-c", str(ROOT / "constraints-dev.txt"), str(wheels["core"])]
+    requirements.append(f"{wheels['litellm']}[remote]")
+    return _make_environment(tmp_path_factory.mktemp("litellm") / "venv", requirements)
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +368,30 @@ def test_the_installed_rail_runs_the_example_config_against_served_models(
     assert completed.stdout.strip().endswith("VLM: A careful answer.")
     assert sent.text == REWRITTEN
     assert len(sent.image_urls) == 1
+
+
+# -- the LiteLLM proxy guardrail ----------------------------------------------------------
+
+
+def test_the_litellm_guardrail_installs_from_its_wheel_without_torch(
+    litellm_env: Environment,
+) -> None:
+    completed = litellm_env.python(
+        """
+        import importlib.util, json
+        import litellm_vlmguard
+        from litellm.integrations.custom_guardrail import CustomGuardrail
+        print(json.dumps({
+            "file": litellm_vlmguard.__file__,
+            "guardrail": issubclass(litellm_vlmguard.VLMGuardGuardrail, CustomGuardrail),
+            "torch": importlib.util.find_spec("torch") is not None,
+            "openai": importlib.util.find_spec("openai") is not None,
+        }))
+        """
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert Path(found["file"]).is_relative_to(litellm_env.path)
+    assert found["guardrail"] is True
+    assert found["openai"] is True and found["torch"] is False
