@@ -26,7 +26,6 @@ from inspect_ai.model import (
 )
 from PIL import Image
 
-from vlmguard_plugins.errors import ConfigurationError
 from vlmguard_plugins.bench.judges.prompts import (
     MMSB_GENERAL,
     MMSB_LEGAL,
@@ -37,6 +36,7 @@ from vlmguard_plugins.bench.judges.prompts import (
     siuo_safety_prompt,
 )
 from vlmguard_plugins.bench.tasks import mm_safetybench, mmvet, siuo, vlguard
+from vlmguard_plugins.errors import ConfigurationError
 
 
 @dataclass
