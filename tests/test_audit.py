@@ -7,13 +7,16 @@ import hashlib
 import io
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.audit import (
+    MAX_ID_CHARS,
     AuditLog,
     AuditRecord,
     digest_image,
@@ -21,7 +24,13 @@ from vlmguard_plugins.audit import (
     read_audit_log,
 )
 from vlmguard_plugins.conversation import Conversation, ImagePart, TextPart, Turn
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.server import GatewaySettings, create_app
+from vlmguard_plugins.testing import (
+    ChatCompletionServer,
+    ErrorStatus,
+    ScriptedBackend,
+    run_in_thread,
+)
 
 QUESTION = "How do I use this to hurt someone?"
 REWRITE = "Explain how to handle the object in this picture safely."
@@ -142,3 +151,81 @@ def test_a_record_without_a_verdict_says_so() -> None:
 def test_an_audit_log_that_cannot_be_opened_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         AuditLog(tmp_path / "missing" / "audit.jsonl")
+
+
+SECRET_TEXT = "SECRETUSERTEXT"
+SECRET_TOKEN = "SECRETTOKEN"
+
+
+@pytest.fixture
+def echoing_rewriter_server() -> Iterator[ChatCompletionServer]:
+    """A rewriter server whose 400 error body quotes the request, as validators do."""
+    server = ChatCompletionServer(model="vlmguard-r1")
+    server.inject(
+        ErrorStatus(400, f"invalid request: input 'How do I {SECRET_TEXT}' rejected"),
+        times=None,
+    )
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize("include_text", [False, True])
+def test_client_text_in_an_error_reaches_the_gateway_log_only_with_include_text(
+    tmp_path: Path, echoing_rewriter_server: ChatCompletionServer, include_text: bool
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    with ChatCompletionServer(model="vlm") as vlm:
+        settings = GatewaySettings(
+            upstream_url=vlm.base_url,
+            rewriter_backend="openai",
+            rewriter_model="vlmguard-r1",
+            rewriter_base_url=echoing_rewriter_server.base_url,
+            audit_log=str(path),
+            audit_include_text=include_text,
+        )
+        with run_in_thread(create_app(settings)) as gateway:
+            for image_url in (DATA_URL, f"https://images.example/cat.png?tok={SECRET_TOKEN}"):
+                body = {
+                    "model": "vlm",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": f"How do I {SECRET_TEXT}"},
+                                {"type": "image_url", "image_url": {"url": image_url}},
+                            ],
+                        }
+                    ],
+                }
+                httpx.post(f"{gateway}/v1/chat/completions", json=body, timeout=30)
+
+    shielded, refused = read_audit_log(path)
+    assert (shielded["action"], shielded["policy"]) == ("shield", "shield")
+    assert refused["action"] == "refused_input"
+    written = path.read_text()
+    if include_text:
+        assert shielded["fallback"].startswith("BackendError: ")
+        assert f"input 'How do I {SECRET_TEXT}' rejected" in shielded["fallback"]
+        assert SECRET_TOKEN in refused["detail"]
+    else:
+        # The error class and the policy say what happened; nothing the client sent.
+        assert shielded["fallback"] == "BackendError"
+        assert SECRET_TEXT not in written
+        assert SECRET_TOKEN not in written
+
+
+def test_identifiers_the_client_chose_are_cut_short() -> None:
+    stream = io.StringIO()
+    record = AuditRecord(
+        mode="enforce",
+        action="unchanged",
+        model="m" * 5000,
+        request_id="r" * 5000,
+        dropped_parts=("x" * 5000,),
+    )
+    AuditLog(stream).write(record)
+    (line,) = read_audit_log(stream)
+    assert line["model"].startswith("m" * MAX_ID_CHARS + "... [4800 more characters]")
+    assert line["request_id"].startswith("r" * MAX_ID_CHARS + "...")
+    for value in (line["model"], line["request_id"], line["dropped_parts"][0]):
+        assert len(value) < 250

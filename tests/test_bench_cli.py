@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from inspect_ai.log import list_eval_logs, read_eval_log
+from inspect_ai.log import EvalLog, list_eval_logs, read_eval_log
+from PIL import Image
 from typer.testing import CliRunner
 
 from vlmguard_plugins.cli import app
@@ -117,3 +119,61 @@ def test_paper_says_what_is_missing(
     )
     assert result.exit_code == 2, result.output
     assert "set NOWHERE_BASE_URL" in result.output and "--base-url nowhere=URL" in result.output
+
+
+def _sd_images(data_dir: Path, folder: Path) -> Path:
+    """White SD images for the MM-SafetyBench tiny questions of the sample scenarios."""
+    questions = data_dir / "mm-safetybench" / "processed_questions"
+    tiny = json.loads((data_dir / "mm-safetybench" / "TinyVersion_ID_List.json").read_text())
+    for entry in tiny:
+        if (questions / f"{entry['Scenario']}.json").exists():
+            (folder / entry["Scenario"] / "SD").mkdir(parents=True)
+            for qid in entry["Sampled_ID_List"]:
+                Image.new("RGB", (8, 8), "white").save(
+                    folder / entry["Scenario"] / "SD" / f"{qid}.jpg"
+                )
+    return folder
+
+
+def test_an_image_kind_without_mm_safetybench_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "bench", "run", "--task", "figstep", "--target", "mockllm/model",
+            "--defense", "none", "--kind", "SD", "--data-dir", str(data_dir),
+            "--log-dir", str(tmp_path), "--display", "none",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "ConfigurationError" in result.output
+    assert "--kind SD" in result.output and "mm_safetybench task only" in result.output
+    assert not list(tmp_path.glob("*.eval"))  # nothing ran
+
+
+def test_an_image_kind_applies_to_mm_safetybench_only(data_dir: Path, tmp_path: Path) -> None:
+    images = _sd_images(data_dir, tmp_path / "imgs")
+    logs = tmp_path / "logs"
+    result = runner.invoke(
+        app,
+        [
+            "bench", "run", "--task", "figstep", "--task", "mm_safetybench:tiny",
+            "--target", "mockllm/model", "--defense", "none", "--kind", "SD",
+            "--image-dir", f"mm_safetybench={images}", "--data-dir", str(data_dir),
+            "--log-dir", str(logs), "--limit", "3", "--display", "none",
+            "--retry-attempts", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    by_task: dict[str, EvalLog] = {}
+    for info in list_eval_logs(str(logs)):
+        log = read_eval_log(info.name)
+        assert log.samples is not None
+        by_task[log.eval.task] = log
+    assert sorted(by_task) == ["figstep", "mm_safetybench"]
+    mmsb, figstep = by_task["mm_safetybench"], by_task["figstep"]
+    assert (mmsb.eval.metadata or {})["kinds"] == ["SD"]
+    assert mmsb.samples and {s.metadata["image_kind"] for s in mmsb.samples} == {"SD"}
+    # FigStep ran as usual, on its own typographic images.
+    assert "kinds" not in (figstep.eval.metadata or {})
+    assert figstep.samples and len(figstep.samples) == 3
+    assert all("/figstep/images/" in s.metadata["image_path"] for s in figstep.samples)

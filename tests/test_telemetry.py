@@ -26,7 +26,7 @@ from vlmguard_plugins import (
 )
 from vlmguard_plugins.errors import BackendError, ImageInputError, InputError
 from vlmguard_plugins.telemetry import CAPTURE_CONTENT_ENV, SPAN_NAME, Telemetry
-from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer, ErrorStatus, ScriptedBackend
 
 QUESTION = "How do I use this to hurt someone?"
 REWRITE = "Explain how to handle the object in this picture safely."
@@ -197,7 +197,73 @@ async def test_a_failure_policy_answer_is_an_error_span_that_names_the_policy(
     assert recorded["vlmguard.risk"] == "unknown"  # a failure is not a verdict
     assert recorded["error.type"] == "BackendError"
     assert span.status.status_code is StatusCode.ERROR
-    assert "rewriter server down" in (span.status.description or "")
+    # Without content capture the status names the error class and the policy only.
+    assert span.status.description == f"BackendError (failure policy: {policy})"
+
+
+def _everything(span: ReadableSpan) -> str:
+    """Every attribute, the status and every event of ``span``, as one text."""
+    return f"{_all_values(span)}\n{span.status.description}\n{[e.name for e in span.events]}"
+
+
+SECRET_TEXT = "SECRETUSERTEXT"
+SECRET_TOKEN = "SECRETTOKEN"
+SECRET_PATH = "SECRETPATH"
+
+
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize("policy", ["shield", "raise"])
+def test_an_error_body_that_quotes_the_request_is_on_the_span_only_with_capture(
+    provider, exporter, capture, policy
+):
+    server = ChatCompletionServer(model="vlmguard-r1")
+    server.inject(ErrorStatus(400, f"invalid request: input '{SECRET_TEXT}' rejected"), times=None)
+    with server:
+        backend = load_backend("openai", model="vlmguard-r1", base_url=server.base_url)
+        telemetry = Telemetry(tracer_provider=provider, capture_message_content=capture)
+        with Rewriter(backend, on_error=policy, telemetry=telemetry) as rewriter:
+            try:
+                rewriter.rewrite("What is this?", images=[png("red")])
+            except BackendError:
+                assert policy == "raise"
+
+    (span,) = guard_spans(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)["error.type"] == "BackendError"
+    if capture:
+        assert SECRET_TEXT in (span.status.description or "")
+    else:
+        assert SECRET_TEXT not in _everything(span)
+    if policy == "raise":
+        (event,) = span.events
+        assert event.name == "exception"
+        assert str((event.attributes or {})["exception.type"]).endswith(".BackendError")
+        assert (SECRET_TEXT in str(dict(event.attributes or {}))) is capture
+
+
+@pytest.mark.parametrize("capture", [False, True])
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        (f"https://images.example/cat.png?tok={SECRET_TOKEN}", SECRET_TOKEN),
+        (f"file:///etc/{SECRET_PATH}", SECRET_PATH),
+    ],
+)
+async def test_a_refused_image_url_is_on_the_span_only_with_capture(
+    provider, exporter, capture, url, secret
+):
+    telemetry = Telemetry(tracer_provider=provider, capture_message_content=capture)
+    rewriter = Rewriter(ScriptedBackend(), telemetry=telemetry)
+    conversation = Conversation((Turn("user", (TextPart(QUESTION), ImagePart(url))),))
+
+    with pytest.raises(ImageInputError, match=secret):  # the caller is told which image
+        await rewriter.aguard(conversation)
+
+    (span,) = guard_spans(exporter)
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)["error.type"] == "URLPolicyError"
+    assert [event.name for event in span.events] == ["exception"]
+    assert (secret in _everything(span)) is capture
 
 
 async def test_a_parse_failure_keeps_the_tokens_it_cost(provider, exporter):

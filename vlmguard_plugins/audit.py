@@ -16,9 +16,12 @@ measuring the guard on real traffic::
 
 A line carries the time, a request id, the mode, the model, the risk, the action, the
 failure policy's reason, the latency, and the SHA-256 of every image, never the image
-itself.  The user's text, the rewrite, the analysis and a shadow diff may quote what
-the user sent, so they are written only when the log is opened with
-``include_text=True``.  Every string is cut to ``max_field_chars``, so one request
+itself.  The user's text, the rewrite, the analysis, a shadow diff and error messages
+may quote what the user sent, so they are written only when the log is opened with
+``include_text=True``; without it the failure policy's reason is the error class alone
+(``BackendError``), never the message of an upstream server that may echo the request.
+Identifiers the client chose (the model, the request id) are cut to
+:data:`MAX_ID_CHARS`, every other string to ``max_field_chars``, so one request
 cannot write an unbounded line.
 
 Lines are written with a single ``write`` to a file opened for appending, under a lock:
@@ -44,6 +47,7 @@ from types import TracebackType
 from typing import IO, Any, Literal
 
 from .conversation.model import Conversation, ImagePart
+from .policy import fallback_error_type
 from .types import RewriteResult
 
 ImageSource = Literal["data", "bytes", "pixels", "url", "path", "unreadable"]
@@ -54,11 +58,17 @@ of a URL or path (``url``, ``path``); ``unreadable`` for a part without a source
 MAX_FIELD_CHARS = 4096
 """Default length at which a string field is cut."""
 
+MAX_ID_CHARS = 200
+"""Length at which an identifier the client chose (model, request id, part type) is cut."""
+
 MAX_IMAGES_LISTED = 64
 """Image digests listed per line at most (``image_count`` still counts them all)."""
 
 TEXT_FIELDS = ("text", "rewrite", "analysis", "diff", "detail")
-"""Fields that may quote the user and are written only with ``include_text``."""
+"""Fields that may quote the user and are written only with ``include_text``.
+
+``fallback`` may quote the user too (an upstream server's error body, an image URL):
+without ``include_text`` it is written as the error class alone."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,8 @@ class AuditRecord:
     ``unknown`` whenever the rewriter gave no verdict.  ``error`` is a short code (an
     error code, or why work was skipped); ``detail`` its message, which may quote the
     input and is written only with ``include_text``, as are ``text`` (the user's),
-    ``rewrite``, ``analysis`` and ``diff``.  ``extra`` holds small entry-point specific
+    ``rewrite``, ``analysis`` and ``diff``; without it ``fallback`` (the failure
+    policy's reason) is written as its error class only.  ``extra`` holds small entry-point specific
     fields (``speculative``: ``hit`` or ``miss``...).
     """
 
@@ -201,20 +212,26 @@ class AuditRecord:
         self, *, include_text: bool = False, max_field_chars: int = MAX_FIELD_CHARS
     ) -> dict[str, Any]:
         """The record as the JSON object written for it (text fields per ``include_text``)."""
+        id_chars = min(MAX_ID_CHARS, max_field_chars)
+        fallback = self.fallback
+        if fallback is not None and not include_text:
+            fallback = fallback_error_type(fallback)
         line: dict[str, Any] = {
             "timestamp": self.timestamp.isoformat(timespec="milliseconds"),
-            "request_id": self.request_id,
+            "request_id": _bounded(self.request_id, id_chars),
             "mode": self.mode,
-            "model": self.model,
+            "model": _bounded(self.model, id_chars),
             "risk": self.risk,
             "action": self.action,
             "changed": self.changed,
-            "fallback": self.fallback,
+            "fallback": fallback,
             "policy": self.policy,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
             "image_count": len(self.images),
             "images": [digest.as_dict() for digest in self.images[:MAX_IMAGES_LISTED]],
-            "dropped_parts": list(self.dropped_parts[:MAX_IMAGES_LISTED]),
+            "dropped_parts": [
+                _bounded(kind, id_chars) for kind in self.dropped_parts[:MAX_IMAGES_LISTED]
+            ],
             "error": self.error,
         }
         if include_text:
@@ -341,6 +358,7 @@ def read_audit_log(path: str | os.PathLike[str] | IO[str]) -> list[dict[str, Any
 
 __all__ = [
     "MAX_FIELD_CHARS",
+    "MAX_ID_CHARS",
     "MAX_IMAGES_LISTED",
     "TEXT_FIELDS",
     "AuditLog",

@@ -9,6 +9,7 @@ the caller the typed error.
 from __future__ import annotations
 
 import logging
+import re
 from typing import get_args
 
 from .errors import ConfigurationError, VLMGuardError
@@ -19,6 +20,7 @@ __all__ = [
     "FAILURE_POLICIES",
     "SHIELD_INSTRUCTION",
     "apply_failure_policy",
+    "fallback_error_type",
     "shield_prompt",
     "validate_policy",
 ]
@@ -49,6 +51,20 @@ def shield_prompt(text: str) -> str:
     return f"{SHIELD_INSTRUCTION}\n\nRequest: {text}"
 
 
+_ERROR_TYPE_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def fallback_error_type(reason: str) -> str:
+    """The error class a failure policy's ``fallback`` reason names, or ``"_OTHER"``.
+
+    A reason reads ``Type: message``; the message may quote the request (an upstream
+    server's error body, an image URL), the class name never does, so logs and spans
+    that must not hold client text keep only this.
+    """
+    name = reason.split(":", 1)[0].strip()
+    return name if _ERROR_TYPE_NAME.fullmatch(name) else "_OTHER"
+
+
 def validate_policy(name: str) -> FailurePolicyName:
     """Return ``name`` if it is a failure policy, else raise :class:`ConfigurationError`."""
     if name not in FAILURE_POLICIES:
@@ -74,13 +90,18 @@ def apply_failure_policy(
     reason = f"{type(error).__name__}: {error}"
     if policy == "raise":
         raise error
+    # The reason may quote the user or an upstream error body: the error's class only at
+    # the levels production logs keep, the whole reason at DEBUG.
+    logger.debug("vlmguard failure policy %s: %s", policy, reason)
     if policy == "passthrough":
-        logger.warning("vlmguard passthrough: sending the original text unguarded (%s)", reason)
+        logger.warning(
+            "vlmguard passthrough: sending the original text unguarded (%s)", type(error).__name__
+        )
         prompt = original
     elif policy == "block":
         prompt = BLOCK_INSTRUCTION
     else:
-        logger.info("vlmguard shield fallback (%s)", reason)
+        logger.info("vlmguard shield fallback (%s)", type(error).__name__)
         prompt = shield_prompt(original)
     return RewriteResult(
         prompt=prompt,

@@ -12,19 +12,23 @@ no-op spans.  Without the package installed the rewriter skips this module's wor
 
 What the user wrote and what the rewriter answered are recorded only when content
 capture is switched on, by :attr:`Telemetry.capture_message_content` or by the GenAI
-convention's ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` variable.  Images
-are never recorded, only their SHA-256 digests.
+convention's ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` variable.  So are
+error messages, which may quote the request (an upstream server's error body, an image
+URL with its query string): without capture, the status, the ``error.type`` attribute
+and the ``exception`` event name only the error class (and the failure policy that
+answered).  Images are never recorded, only their SHA-256 digests.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import traceback
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .images import PreparedImage
+from .policy import fallback_error_type
 from .types import RewriteResult
 
 if TYPE_CHECKING:
@@ -68,7 +72,6 @@ VLMGUARD_CONTENT_PROMPT = "vlmguard.content.prompt"
 VLMGUARD_CONTENT_ANALYSIS = "vlmguard.content.analysis"
 
 _CAPTURE_ON = frozenset({"true", "1", "yes", "on", "span_only", "span_and_event"})
-_ERROR_TYPE = re.compile(r"[A-Za-z_][\w.]*")
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ class Telemetry:
         tracer_provider: the provider to get the tracer from; ``None`` uses the
             global one (``opentelemetry.trace.set_tracer_provider``), looked up
             lazily, so a provider configured after the rewriter was built is used.
-        capture_message_content: record the user's text, the rewrite and the
-            rewriter's analysis on the span.  ``None`` (default) follows
+        capture_message_content: record the user's text, the rewrite, the
+            rewriter's analysis and error messages on the span.  ``None`` (default) follows
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` (``true``,
             ``SPAN_ONLY`` or ``SPAN_AND_EVENT`` switch it on); otherwise off.
 
@@ -176,9 +179,7 @@ class RewriteTracer:
                 result = await run
             except Exception as error:
                 if span.is_recording():
-                    span.record_exception(error)
-                    span.set_attribute(ERROR_TYPE, type(error).__qualname__)
-                    span.set_status(self._status(self._error, str(error)))
+                    self._record_error(span, error)
                 raise
             if span.is_recording():
                 self._record_result(span, result)
@@ -189,6 +190,25 @@ class RewriteTracer:
         span = self._current_span()
         if images and span.is_recording():
             span.set_attribute(VLMGUARD_IMAGE_SHA256, [image.sha256 for image in images])
+
+    def _record_error(self, span: Span, error: Exception) -> None:
+        error_type = type(error).__qualname__
+        span.set_attribute(ERROR_TYPE, error_type)
+        if self.capture_content:
+            span.record_exception(error)
+            span.set_status(self._status(self._error, str(error)))
+            return
+        # An error's message may quote the request (an upstream server's error body, an
+        # image URL with its query string), and the SDK's record_exception copies it
+        # into the event twice (message and stacktrace): record the class (named as
+        # the SDK names it) and the frames only.
+        module = type(error).__module__
+        qualified = f"{module}.{error_type}" if module and module != "builtins" else error_type
+        span.add_event(
+            "exception",
+            {"exception.type": qualified, "exception.stacktrace": _frames_only(error)},
+        )
+        span.set_status(self._status(self._error, error_type))
 
     def _record_result(self, span: Span, result: RewriteResult) -> None:
         span.set_attributes(
@@ -209,9 +229,17 @@ class RewriteTracer:
             span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, usage.completion_tokens)
         if result.fallback is not None:
             # The rewrite failed and the failure policy answered: an error, not a verdict.
+            error_type = fallback_error_type(result.fallback)
             span.set_attribute(VLMGUARD_FALLBACK, result.action)
-            span.set_attribute(ERROR_TYPE, _fallback_error_type(result.fallback))
-            span.set_status(self._status(self._error, result.fallback))
+            span.set_attribute(ERROR_TYPE, error_type)
+            # The reason's message may quote the request; without content capture the
+            # status names only the error class and the policy that answered.
+            description = (
+                result.fallback
+                if self.capture_content
+                else f"{error_type} (failure policy: {result.action})"
+            )
+            span.set_status(self._status(self._error, description))
         if self.capture_content:
             span.set_attribute(VLMGUARD_CONTENT_ORIGINAL, result.original)
             span.set_attribute(VLMGUARD_CONTENT_PROMPT, result.prompt)
@@ -219,10 +247,10 @@ class RewriteTracer:
                 span.set_attribute(VLMGUARD_CONTENT_ANALYSIS, result.analysis)
 
 
-def _fallback_error_type(reason: str) -> str:
-    """The error class a failure policy result names (its reason reads ``Type: message``)."""
-    name = reason.split(":", 1)[0].strip()
-    return name if _ERROR_TYPE.fullmatch(name) else "_OTHER"
+def _frames_only(error: BaseException) -> str:
+    """The traceback of ``error`` without its message: the frames, then the class."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{type(error).__qualname__}"
 
 
 def _model_name(backend: Backend) -> str | None:

@@ -50,6 +50,13 @@ _RewriterModel = Annotated[
 _RewriterBaseUrl = Annotated[
     str | None, typer.Option(envvar="VLMGUARD_BASE_URL", help="For --rewriter-backend openai.")
 ]
+_BaseUrls = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="SERVICE=URL: the server of the vlmguard-openai/SERVICE/... (or "
+        "openai-api/SERVICE/...) models; sets SERVICE_BASE_URL (repeatable)."
+    ),
+]
 _RewriterArgs = Annotated[
     list[str] | None,
     typer.Option(help="A rewriter setting (timeout_s...) or backend argument KEY=VALUE."),
@@ -169,8 +176,8 @@ def run(
     target: Annotated[
         list[str],
         typer.Option(
-            help="inspect model: openai-api/<service>/<model> (vLLM), "
-            "vlmguard-transformers/<model or folder>, ... (repeatable)."
+            help="inspect model: vlmguard-openai/<service>/<model> (a served model, see "
+            "--base-url), vlmguard-transformers/<model or folder>, ... (repeatable)."
         ),
     ],
     defense: Annotated[
@@ -179,8 +186,10 @@ def run(
     ] = ["none", "vlmguard"],  # noqa: B006 (typer needs a list default)
     judge: Annotated[str, typer.Option(help="offline, published or paper.")] = "offline",
     judge_model: Annotated[
-        str | None, typer.Option(help="inspect model for the judge (e.g. openai-api/vllm/...).")
+        str | None,
+        typer.Option(help="inspect model for the judge (e.g. vlmguard-openai/judge/<model>)."),
     ] = None,
+    base_url: _BaseUrls = None,
     data_dir: _DataDir = Path("benchmarks"),
     log_dir: Annotated[Path, typer.Option(help="Where the inspect logs go.")] = Path("logs/bench"),
     rewriter_backend: _RewriterBackend = "openai",
@@ -203,7 +212,11 @@ def run(
         int | None, typer.Option(help="Target sampling seed (epoch k uses seed + k - 1).")
     ] = None,
     kind: Annotated[
-        str, typer.Option(help="MM-SafetyBench image kind: SD, TYPO, SD_TYPO or all.")
+        str,
+        typer.Option(
+            help="MM-SafetyBench image kind: SD, TYPO, SD_TYPO or all (needs an "
+            "mm_safetybench task; other tasks have one kind of image)."
+        ),
     ] = "all",
     max_connections: _MaxConnections = None,
     max_samples: _MaxSamples = None,
@@ -216,6 +229,7 @@ def run(
     from . import paper  # noqa: F401  (registers the vlmguard-openai provider)
     from .run import run_benchmark
 
+    _service_urls(base_url)
     rewriter_args = _rewriter_args(rewriter_arg, rewriter_model, rewriter_base_url)
     try:
         success, logs = run_benchmark(
@@ -319,13 +333,7 @@ def paper(
         str,
         typer.Option(help="inspect model for the judge (e.g. vlmguard-openai/judge/<model>)."),
     ],
-    base_url: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="SERVICE=URL: the server of the vlmguard-openai/SERVICE/... (or "
-            "openai-api/SERVICE/...) models; sets SERVICE_BASE_URL (repeatable)."
-        ),
-    ] = None,
+    base_url: _BaseUrls = None,
     judge: Annotated[str, typer.Option(help="paper (0-10 safety) or published.")] = "paper",
     task: Annotated[
         list[str] | None,

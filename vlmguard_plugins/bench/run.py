@@ -17,7 +17,26 @@ from .defenses import DEFENSES
 from .errors import JudgeError
 from .tasks import build_task, parse_spec
 
-__all__ = ["build_tasks", "run_benchmark"]
+__all__ = ["build_tasks", "check_kind", "run_benchmark"]
+
+
+def check_kind(tasks: Sequence[str], kind: str) -> None:
+    """Refuse an MM-SafetyBench image ``kind`` when no MM-SafetyBench task would use it.
+
+    ``kind`` applies to the ``mm_safetybench`` tasks only; left to apply to nothing, a
+    run would look like an SD-only (or TYPO-only) measurement and be none.
+
+    Raises:
+        ConfigurationError: ``kind`` is not ``all`` and no task is MM-SafetyBench.
+    """
+    if kind == "all":
+        return
+    if not any(parse_spec(spec)[0] == "mm_safetybench" for spec in tasks):
+        raise ConfigurationError(
+            f"--kind {kind} picks MM-SafetyBench's image kind and applies to the "
+            f"mm_safetybench task only, which is not among the tasks ({', '.join(tasks)}); "
+            "add --task mm_safetybench or leave --kind out"
+        )
 
 
 def build_tasks(
@@ -42,10 +61,12 @@ def build_tasks(
 
     ``temperature``, ``top_p`` and ``seed`` set the target's sampling in every task
     (``temperature=None`` leaves SIUO at its published 1.0 and the others at the
-    target's default); ``kind`` picks MM-SafetyBench's image kind.
+    target's default); ``kind`` picks MM-SafetyBench's image kind and is applied to
+    the ``mm_safetybench`` tasks only (:func:`check_kind`).
     """
     if not tasks or not defenses:
         raise ConfigurationError("give at least one task and one defence")
+    check_kind(tasks, kind)
     built: list[Task] = []
     for spec in tasks:
         name = spec.partition(":")[0].replace("-", "_")
@@ -109,8 +130,8 @@ def run_benchmark(
     (finished samples of an interrupted task are kept too).  ``inspect view
     --log-dir LOG_DIR`` shows every sample; :func:`build_report` makes the tables.
 
-    ``targets`` are inspect model names: ``openai-api/<service>/<model>`` for a vLLM
-    server (with ``<SERVICE>_BASE_URL`` and ``<SERVICE>_API_KEY`` set),
+    ``targets`` are inspect model names: ``vlmguard-openai/<service>/<model>`` for a
+    vLLM server (with ``<SERVICE>_BASE_URL`` and ``<SERVICE>_API_KEY`` set),
     ``vlmguard-transformers/<hub id or folder>`` for a local model (``target_args``
     go to its backend), or any other provider.  Samples run concurrently up to
     ``max_connections`` per model and ``max_samples`` per task.
@@ -118,12 +139,14 @@ def run_benchmark(
     ``temperature``, ``top_p`` and ``seed`` are the targets' sampling settings, for
     served and local targets alike (``None``: the target's default; SIUO samples at
     its published temperature 1.0).  ``kind`` is MM-SafetyBench's image kind: ``SD``,
-    ``TYPO``, ``SD_TYPO`` or ``all`` (each rated apart).
+    ``TYPO``, ``SD_TYPO`` or ``all`` (each rated apart); another kind than ``all``
+    without an ``mm_safetybench`` task is a :class:`ConfigurationError`.
     """
     if not targets:
         raise ConfigurationError("give at least one target model")
     for spec in tasks:
         parse_spec(spec)
+    check_kind(tasks, kind)
     unknown = [d for d in defenses if d not in DEFENSES]
     if unknown:
         raise ConfigurationError(

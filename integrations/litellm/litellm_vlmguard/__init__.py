@@ -23,7 +23,7 @@ Input the guard cannot check, a ``block`` result and a verdict at or above
 from __future__ import annotations
 
 from .guardrail import DEFAULT_GUARDRAIL_NAME, VLMGuardGuardrail
-from .refusals import GuardrailRefusal
+from .refusals import GuardrailRefusal, GuardrailStartupError
 from .settings import CHAT_CALL_TYPES, GuardrailSettings
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "DEFAULT_GUARDRAIL_NAME",
     "GuardrailRefusal",
     "GuardrailSettings",
+    "GuardrailStartupError",
     "VLMGuardGuardrail",
 ]

@@ -24,10 +24,13 @@ from litellm.types.guardrails import GuardrailEventHooks
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.conversation import from_openai, to_openai
 from vlmguard_plugins.errors import InputError, VLMGuardError
+from vlmguard_plugins.policy import fallback_error_type
+from vlmguard_plugins.telemetry import Telemetry
 from vlmguard_plugins.types import RewriteResult
 
 from .refusals import (
     GuardrailRefusal,
+    GuardrailStartupError,
     blocked_refusal,
     call_type_refusal,
     input_refusal,
@@ -55,6 +58,11 @@ class VLMGuardGuardrail(CustomGuardrail):
     ``raise`` policy a rewriter failure is a 503.  Every other request goes on with the
     rewrite written back, images and every other field in place.
 
+    The verdict goes to the proxy's logging callbacks; a failure's reason is recorded
+    as its error class unless ``capture_message_content`` is on (the setting, else
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``), since its message may
+    quote the request.
+
     Args:
         rewriter: the rewriter to use; built from the settings when omitted.
         settings: the settings; read from the LiteLLM options when omitted.
@@ -62,9 +70,11 @@ class VLMGuardGuardrail(CustomGuardrail):
             ``default_on``, its other guardrail options, and the settings by name.
 
     Raises:
-        ConfigurationError: an unknown or invalid option.
-        ValueError: (from LiteLLM) a mode other than ``pre_call``: the guardrail changes
-            the request, which no other mode can.
+        GuardrailStartupError: an unknown or invalid option (its cause is the
+            :class:`~vlmguard_plugins.errors.ConfigurationError`), or a mode other than
+            ``pre_call``: the guardrail changes the request, which no other mode can.
+            It stops the proxy: LiteLLM would start without a guardrail whose
+            constructor raised a ``ValueError``, and forward requests unguarded.
     """
 
     def __init__(
@@ -77,16 +87,28 @@ class VLMGuardGuardrail(CustomGuardrail):
         options.setdefault("guardrail_name", DEFAULT_GUARDRAIL_NAME)
         options.setdefault("event_hook", GuardrailEventHooks.pre_call)
         name = str(options["guardrail_name"])
-        if settings is None:
-            settings = GuardrailSettings.from_litellm_params(options, guardrail_name=name)
-        litellm_options = {
-            key: value
-            for key, value in options.items()
-            if key in litellm_option_names() and key not in GuardrailSettings.model_fields
-        }
-        super().__init__(supported_event_hooks=[GuardrailEventHooks.pre_call], **litellm_options)
+        try:
+            if settings is None:
+                settings = GuardrailSettings.from_litellm_params(options, guardrail_name=name)
+            litellm_options = {
+                key: value
+                for key, value in options.items()
+                if key in litellm_option_names() and key not in GuardrailSettings.model_fields
+            }
+            super().__init__(
+                supported_event_hooks=[GuardrailEventHooks.pre_call], **litellm_options
+            )
+            built = rewriter if rewriter is not None else settings.build()
+        except (ValueError, TypeError) as exc:
+            # The proxy would log these and start without the guardrail: fail closed.
+            raise GuardrailStartupError(f"the {name!r} guardrail cannot start: {exc}") from exc
         self.settings = settings
-        self.rewriter = rewriter if rewriter is not None else settings.build()
+        self.rewriter = built
+        # The same switch as the rewriter's spans: without it, a failure is logged by
+        # its error class only, since its message may quote the request.
+        self.capture_content = Telemetry(
+            capture_message_content=settings.capture_message_content
+        ).captures_content()
 
     @log_guardrail_information
     async def async_pre_call_hook(
@@ -131,7 +153,10 @@ class VLMGuardGuardrail(CustomGuardrail):
         if guarded.dropped:
             logger.info("dropped unsupported parts before forwarding: %s", guarded.dropped)
         if result.fallback is not None:
-            logger.warning("failure policy %r answered: %s", result.action, result.fallback)
+            reason = (
+                result.fallback if self.capture_content else fallback_error_type(result.fallback)
+            )
+            logger.warning("failure policy %r answered: %s", result.action, reason)
         data["messages"] = to_openai(guarded.conversation)
         self._record(data, result, started)
         return data
@@ -145,7 +170,7 @@ class VLMGuardGuardrail(CustomGuardrail):
         # guardrail's record from the request; the verdict, not the prompt, goes there.
         ended = time.perf_counter()
         self.add_standard_logging_guardrail_information_to_request_data(
-            guardrail_json_response=verdict_of(result),
+            guardrail_json_response=verdict_of(result, include_detail=self.capture_content),
             request_data=data,
             guardrail_status="guardrail_intervened" if result.changed else "success",
             duration=ended - started,

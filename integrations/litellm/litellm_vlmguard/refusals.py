@@ -14,7 +14,18 @@ from typing import Any
 from fastapi import HTTPException
 
 from vlmguard_plugins.errors import InputError, VLMGuardError, input_error_reply
+from vlmguard_plugins.policy import fallback_error_type
 from vlmguard_plugins.types import RewriteResult
+
+
+class GuardrailStartupError(VLMGuardError, RuntimeError):
+    """The guardrail cannot start: an invalid option, a mode that cannot rewrite.
+
+    Not a ``ValueError``: the LiteLLM proxy logs a guardrail whose constructor raises
+    ``ValueError`` or ``TypeError`` and starts without it, so every request would
+    reach the model unguarded.  This error stops the proxy instead.  The invalid
+    setting's :class:`~vlmguard_plugins.errors.ConfigurationError` is its cause.
+    """
 
 
 class GuardrailRefusal(HTTPException):
@@ -58,14 +69,16 @@ def blocked_refusal(result: RewriteResult, *, threshold: bool) -> GuardrailRefus
 
     ``threshold`` says the verdict reached ``block_risk``; otherwise the failure policy
     ``block`` answered, and the message says the request could not be checked: a
-    failure never reads as a verdict.
+    failure never reads as a verdict.  The client is told the failure's error class
+    only: its full text may hold the rewriter's address and an upstream server's error.
     """
     if threshold:
         message = f"the vlmguard guardrail blocked this request (risk: {result.risk_label})"
     else:
+        error_type = fallback_error_type(result.fallback or "")
         message = (
             "the vlmguard guardrail could not check this request and its failure policy "
-            f"is 'block' ({result.fallback})"
+            f"is 'block' ({error_type})"
         )
     return GuardrailRefusal(400, message, code="vlmguard_blocked", verdict=verdict_of(result))
 
@@ -90,12 +103,13 @@ def call_type_refusal(call_type: str) -> GuardrailRefusal:
     )
 
 
-def verdict_of(result: RewriteResult) -> dict[str, Any]:
+def verdict_of(result: RewriteResult, *, include_detail: bool = False) -> dict[str, Any]:
     """What the guardrail records of a rewrite (for the proxy's logs and refusals).
 
     The user's text and the rewrite are left out: the proxy's logging decides what
     prompt text it keeps.  ``fallback`` (why the failure policy answered) is there only
-    when it did.
+    when it did, as the error class (``BackendError``); the whole reason, whose message
+    may quote the request, only with ``include_detail``.
     """
     verdict: dict[str, Any] = {
         "risk": result.risk_label,
@@ -103,12 +117,15 @@ def verdict_of(result: RewriteResult) -> dict[str, Any]:
         "changed": result.changed,
     }
     if result.fallback is not None:
-        verdict["fallback"] = result.fallback
+        verdict["fallback"] = (
+            result.fallback if include_detail else fallback_error_type(result.fallback)
+        )
     return verdict
 
 
 __all__ = [
     "GuardrailRefusal",
+    "GuardrailStartupError",
     "blocked_refusal",
     "call_type_refusal",
     "input_refusal",

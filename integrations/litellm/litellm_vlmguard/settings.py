@@ -31,7 +31,7 @@ from typing import Any
 
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.guardrails import LitellmParams
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vlmguard_plugins import RewriterSettings, Risk
 from vlmguard_plugins.errors import ConfigurationError
@@ -55,8 +55,9 @@ class GuardrailSettings(RewriterSettings):
     Every :class:`~vlmguard_plugins.RewriterSettings` field means what it means there.
 
     Attributes:
-        block_risk: refuse (HTTP 400) a request whose verdict is at or above this risk,
-            instead of forwarding the rewrite; ``None`` (default) forwards every rewrite.
+        block_risk: refuse (HTTP 400) a request whose verdict is at or above this risk
+            (``low``, ``medium`` or ``high``), instead of forwarding the rewrite; ``None``
+            (default) forwards every rewrite.
         allow_call_types: LiteLLM call types (``aembedding``, ``aimage_generation``...)
             the guardrail lets through unchecked.  Chat completions are always checked;
             any other call type is refused unless listed here, because its content
@@ -65,6 +66,18 @@ class GuardrailSettings(RewriterSettings):
 
     block_risk: Risk | None = None
     allow_call_types: list[str] = Field(default_factory=list)
+
+    @field_validator("block_risk")
+    @classmethod
+    def _a_risk_worth_blocking(cls, value: Risk | None) -> Risk | None:
+        # Every verdict is at or above "none": it would refuse every request the
+        # rewriter read, which is switching the model off, not guarding it.
+        if value is Risk.NONE:
+            raise ValueError(
+                "'none' would refuse every request; choose low, medium or high, "
+                "or leave block_risk unset to forward every rewrite"
+            )
+        return value
 
     @classmethod
     def from_litellm_params(

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no inline types
 
 MASTER_KEY = "sk-vlmguard-test-0123456789abcdef0123456789abcdef"
 """The proxy's master key in tests: clients send it as their API key."""

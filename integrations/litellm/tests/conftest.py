@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest  # noqa: E402
-import yaml  # noqa: E402
+import yaml  # type: ignore[import-untyped]  # noqa: E402
 from litellm_vlmguard.testing import LiteLLMProxy  # noqa: E402
 from PIL import Image  # noqa: E402
 

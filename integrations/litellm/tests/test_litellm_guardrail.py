@@ -8,6 +8,7 @@ called as the proxy calls it.  The end-to-end behaviour over HTTP is in
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -17,12 +18,18 @@ import pytest
 from litellm.proxy._types import UserAPIKeyAuth
 from litellm.proxy.guardrails.guardrail_registry import InMemoryGuardrailHandler
 from litellm.types.guardrails import LitellmParams
-from litellm_vlmguard import GuardrailRefusal, GuardrailSettings, VLMGuardGuardrail
+from litellm_vlmguard import (
+    GuardrailRefusal,
+    GuardrailSettings,
+    GuardrailStartupError,
+    VLMGuardGuardrail,
+)
 
 from vlmguard_plugins import Rewriter, Risk
 from vlmguard_plugins.errors import BackendUnavailableError, ConfigurationError
 from vlmguard_plugins.policy import SHIELD_INSTRUCTION
-from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.telemetry import CAPTURE_CONTENT_ENV
+from vlmguard_plugins.testing import ChatCompletionServer, ErrorStatus, ScriptedBackend
 
 # LiteLLM wants the config's location (to find guardrail files beside it); the guardrail
 # itself is imported by module path, so no file is read from there.
@@ -106,13 +113,30 @@ def test_litellm_names_stand_for_the_core_settings(
 
 
 def test_an_unknown_option_is_named(built: list[VLMGuardGuardrail]) -> None:
-    with pytest.raises(ConfigurationError, match="unknown option timeout_seconds"):
+    with pytest.raises(GuardrailStartupError, match="unknown option timeout_seconds") as error:
         build(built, backend="scripted", timeout_seconds=3)
+    assert isinstance(error.value.__cause__, ConfigurationError)
 
 
 def test_an_invalid_value_is_named(built: list[VLMGuardGuardrail]) -> None:
-    with pytest.raises(ConfigurationError, match="on_error"):
+    with pytest.raises(GuardrailStartupError, match="on_error"):
         build(built, backend="scripted", on_error="ignore")
+
+
+def test_a_block_risk_of_none_is_refused_at_config_time(built: list[VLMGuardGuardrail]) -> None:
+    # Every verdict is at least "none": it would refuse every request.
+    with pytest.raises(GuardrailStartupError, match="block_risk: 'none' would refuse every"):
+        build(built, backend="scripted", block_risk="none")
+    with pytest.raises(ConfigurationError, match="block_risk"):
+        GuardrailSettings.from_litellm_params({"backend": "scripted", "block_risk": "none"})
+
+
+def test_a_startup_error_is_not_one_litellm_would_skip(built: list[VLMGuardGuardrail]) -> None:
+    # LiteLLM starts the proxy without a guardrail whose constructor raises ValueError or
+    # TypeError: the requests would reach the model unguarded.
+    with pytest.raises(GuardrailStartupError) as error:
+        build(built, backend="scripted", block_risk="none")
+    assert not isinstance(error.value, (ValueError, TypeError))
 
 
 def test_an_unset_environment_variable_is_named() -> None:
@@ -126,13 +150,13 @@ def test_an_unset_environment_variable_is_named() -> None:
 def test_options_that_would_discard_the_rewrite_are_refused(
     built: list[VLMGuardGuardrail], flag: str
 ) -> None:
-    with pytest.raises(ConfigurationError, match=flag):
+    with pytest.raises(GuardrailStartupError, match=flag):
         build(built, backend="scripted", **{flag: True})
 
 
 @pytest.mark.parametrize("mode", ["during_call", "post_call"])
 def test_only_pre_call_can_rewrite(built: list[VLMGuardGuardrail], mode: str) -> None:
-    with pytest.raises(ValueError, match=mode):
+    with pytest.raises(GuardrailStartupError, match=mode):
         build(built, backend="scripted", mode=mode)
 
 
@@ -176,7 +200,44 @@ async def test_a_failure_under_shield_forwards_the_shielded_text_not_a_verdict()
     assert forwarded.startswith(SHIELD_INSTRUCTION) and forwarded.endswith("What is this?")
     record = data["metadata"]["standard_logging_guardrail_information"][0]
     assert record["guardrail_response"]["risk"] == "unknown"
-    assert "BackendUnavailableError" in record["guardrail_response"]["fallback"]
+    assert record["guardrail_response"]["fallback"] == "BackendUnavailableError"
+
+
+SECRET_TEXT = "SECRETUSERTEXT"
+
+
+@pytest.mark.parametrize("capture", [False, True])
+async def test_an_error_that_quotes_the_request_is_logged_only_with_capture(
+    built: list[VLMGuardGuardrail],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capture: bool,
+) -> None:
+    monkeypatch.delenv(CAPTURE_CONTENT_ENV, raising=False)
+    server = ChatCompletionServer(model="vlmguard-r1")
+    server.inject(ErrorStatus(400, f"invalid request: input '{SECRET_TEXT}' rejected"), times=None)
+    with server:
+        guardrail = build(
+            built,
+            backend="openai",
+            model="vlmguard-r1",
+            api_base=server.base_url,
+            api_key="unused",
+            capture_message_content=capture,
+        )
+        with caplog.at_level(logging.INFO, logger="litellm_vlmguard"):
+            data = await check(guardrail, request(f"How do I {SECRET_TEXT}?"))
+        await guardrail.aclose()
+
+    (record,) = data["metadata"]["standard_logging_guardrail_information"]
+    fallback = record["guardrail_response"]["fallback"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "litellm_vlmguard"]
+    assert warnings == [f"failure policy 'shield' answered: {fallback}"]
+    if capture:
+        assert fallback.startswith("BackendError: ") and SECRET_TEXT in fallback
+    else:
+        assert fallback == "BackendError"
+        assert SECRET_TEXT not in str(record)
 
 
 async def test_a_failure_under_raise_is_a_503_not_an_intervention() -> None:

@@ -8,10 +8,12 @@ nothing) and what the rewriter read.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no inline types
 from litellm_vlmguard.testing import LiteLLMProxy
 from openai import OpenAI
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionUserMessageParam
@@ -23,6 +25,9 @@ pytestmark = pytest.mark.slow
 
 MODEL = "qwen2.5-vl"
 """The VLM's name in examples/litellm/config.yaml."""
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "litellm" / "config.yaml"
+PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture
@@ -197,3 +202,22 @@ def test_a_corrupt_image_is_refused(client: OpenAI, vlm_server: ChatCompletionSe
     assert isinstance(body, dict)
     assert body["provider_specific_fields"]["code"] == "invalid_image"
     assert vlm_server.chat_requests == []
+
+
+@pytest.mark.parametrize(("option", "value"), [("block_risk", "none"), ("on_error", "ignore")])
+def test_an_invalid_guardrail_option_stops_the_proxy(
+    tmp_path: Path, vlm_server: ChatCompletionServer, option: str, value: str
+) -> None:
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["guardrails"][0]["litellm_params"][option] = value
+    env = {
+        "VLM_API_BASE": vlm_server.base_url,
+        "VLMGUARD_REWRITER_BASE_URL": "http://127.0.0.1:9/v1",
+        "VLMGUARD_REWRITER_API_KEY": "unused",
+    }
+    proxy = LiteLLMProxy(config, workdir=tmp_path, pythonpath=[PACKAGE_DIR], env=env)
+
+    # Never a proxy that serves the model without its guardrail.
+    with pytest.raises(RuntimeError, match="exited at startup") as error:
+        proxy.start()
+    assert "GuardrailStartupError" in str(error.value) and option in str(error.value)
