@@ -12,6 +12,8 @@ import base64
 import hashlib
 import io
 import json
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +34,8 @@ from typer.testing import CliRunner
 from vlmguard_plugins import Rewriter, Risk
 from vlmguard_plugins.backends.base import Generation, GenerationRequest
 from vlmguard_plugins.cli import app as cli_app
+from vlmguard_plugins.conversation import Conversation, GuardedConversation
+from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.parsing import format_output
 from vlmguard_plugins.server import GatewaySettings, create_app
 from vlmguard_plugins.testing import (
@@ -441,21 +445,107 @@ def test_speculative_whole_answers_are_released_or_replaced(tmp_path: Path) -> N
         assert gw.metric("vlmguard_gateway_speculative_misses_total") == 1
 
 
-def test_speculative_input_errors_cancel_the_original_and_refuse(tmp_path: Path) -> None:
-    vlm = ChatCompletionServer(chunks=["heard ", "it"], model="fake-vlm")
-    with gateway(tmp_path, ScriptedBackend(), vlm=vlm, mode="speculative") as gw:
-        vlm.inject(SlowAnswer(delay_s=WAIT_S))
-        with pytest.raises(openai.BadRequestError) as refused:
-            gw.client.chat.completions.create(
-                model="fake-vlm", messages=[user_message(QUESTION, AUDIO)]
+def truncated_png_url() -> str:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(buffer, "PNG")
+    data = buffer.getvalue()[: len(buffer.getvalue()) // 2]  # a valid header, half the pixels
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+REFUSED: dict[str, tuple[Callable[[], dict[str, Any]], ImageLimits | None, str]] = {
+    "truncated image": (lambda: image_part(truncated_png_url()), None, "invalid_image"),
+    "image over the pixel limit": (
+        lambda: image_part(IMAGE),  # 32x24 pixels
+        ImageLimits(max_pixels=500),
+        "invalid_image",
+    ),
+    "link-local URL": (
+        lambda: image_part("http://169.254.169.254/latest/meta-data/iam/x.png"),
+        None,
+        "invalid_image",
+    ),
+    "unsupported part": (lambda: AUDIO, None, "unsupported_content"),
+}
+"""Input the guard refuses: the message part, the image limits, the error code."""
+
+
+class SlowChecks(Rewriter):
+    """A rewriter whose input checks begin only once the VLM was called (or after 0.3 s).
+
+    A gateway that sent the original request before the checks had passed would
+    certainly reach the VLM first.
+    """
+
+    def __init__(self, vlm: ChatCompletionServer, limits: ImageLimits | None) -> None:
+        super().__init__(ScriptedBackend(), image_limits=limits)
+        self.vlm = vlm
+
+    async def aguard(self, conversation: Conversation, **kwargs: Any) -> GuardedConversation:
+        deadline = time.monotonic() + 0.3
+        while not self.vlm.chat_requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await super().aguard(conversation, **kwargs)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_speculative_mode_sends_nothing_upstream_that_enforce_mode_refuses(case: str) -> None:
+    part, limits, code = REFUSED[case]
+    replies: dict[str, set[tuple[int, str]]] = {}
+    for mode in ("enforce", "speculative"):
+        vlm = ChatCompletionServer(responder=answer_to, model="fake-vlm").start()
+        settings = GatewaySettings(upstream_url=vlm.base_url, mode=mode)
+        try:
+            with run_in_thread(create_app(settings, SlowChecks(vlm, limits))) as url:
+                for stream in (False, True):
+                    reply = httpx.post(
+                        f"{url}/v1/chat/completions",
+                        json={
+                            "model": "fake-vlm",
+                            "messages": [user_message(QUESTION, part())],
+                            "stream": stream,
+                        },
+                        timeout=WAIT_S,
+                    )
+                    replies.setdefault(mode, set()).add(
+                        (reply.status_code, reply.json()["error"]["code"])
+                    )
+            assert vlm.chat_requests == []  # nothing reached the VLM, not even speculatively
+        finally:
+            vlm.stop()
+    assert replies["speculative"] == replies["enforce"] == {(400, code)}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_before_the_verdict_gets_nothing_generated(
+    tmp_path: Path, stream: bool
+) -> None:
+    backend = GatedBackend(ScriptedBackend.rewriting_to(REWRITE, risk="high"))
+    with gateway(tmp_path, backend, mode="speculative") as gw:
+        # The original answer takes a while.
+        gw.vlm.inject(HeldStream(timeout_s=WAIT_S) if stream else SlowAnswer(delay_s=WAIT_S))
+        body = json.dumps(
+            {"model": "fake-vlm", "messages": [user_message()], "stream": stream}
+        ).encode()
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
-        assert refused.value.code == "unsupported_content"
-        # Whatever of the original call had reached the VLM was cut off, never answered.
-        wait_for(lambda: len(gw.tap.cut_off) == gw.tap.connections, "the original call's end")
+            wait_for(lambda: len(gw.vlm.chat_requests) == 1, "the original request upstream")
+        # The client has gone: the original call is cancelled...
+        wait_for(lambda: gw.tap.cut_off == [QUESTION], "the original call to be cancelled")
+        backend.gate.set()
+        time.sleep(0.3)  # room for a guarded request, which must not come
+        # ...and the guarded request is never sent for nobody.
+        assert [r.text for r in gw.vlm.chat_requests] == [QUESTION]
         assert gw.tap.completed == []
-        assert gw.metric("vlmguard_gateway_speculative_wasted_upstream_calls_total") == 1
-        (line,) = gw.audit()
-        assert (line["action"], line["error"]) == ("refused_input", "unsupported_content")
 
 
 # -- the audit log in enforce mode -------------------------------------------------------

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import io
+import os
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, cast
 
 import pytest
+from PIL import Image
 
 from vlmguard_plugins import (
     GuardedConversation,
@@ -17,8 +22,14 @@ from vlmguard_plugins import (
     speculate,
     speculate_once,
 )
-from vlmguard_plugins.conversation import Conversation, OtherPart, TextPart, Turn
-from vlmguard_plugins.errors import ConfigurationError, UnsupportedContentError
+from vlmguard_plugins.backends.base import Backend, Generation, GenerationRequest
+from vlmguard_plugins.conversation import Conversation, ImagePart, OtherPart, TextPart, Turn
+from vlmguard_plugins.errors import (
+    ConfigurationError,
+    ImageInputError,
+    UnsupportedContentError,
+)
+from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.speculative import speculate_once_sync, speculate_sync
 from vlmguard_plugins.testing import ScriptedBackend
 
@@ -72,16 +83,39 @@ class Upstream:
             self.finished.set()
 
 
+class HeldBackend:
+    """A rewriter backend that answers only once the test releases it (from any thread)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.release = threading.Event()
+        self.called = threading.Event()
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        self.called.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.002)
+        return await self.backend.agenerate(request)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
 class Gate:
-    """A guard that gives its verdict only when the test opens the gate."""
+    """A guard whose rewriter model gives its verdict only when the test opens the gate.
+
+    The input checks run at once; only the model call waits, as a slow rewriter would.
+    """
 
     def __init__(self, rewriter: Rewriter, conv: Conversation) -> None:
-        self.open = asyncio.Event()
+        self.held = HeldBackend(rewriter.backend)
+        rewriter.backend = self.held
+        self.open = self.held.release
         self.rewriter = rewriter
         self.conv = conv
 
     async def verdict(self) -> GuardedConversation:
-        await self.open.wait()
         return await self.rewriter.aguard(self.conv)
 
 
@@ -217,24 +251,155 @@ async def test_a_block_raises_and_nothing_of_the_original_is_released() -> None:
     assert no_tasks_left()
 
 
-async def test_a_guard_input_error_cancels_the_original_and_raises() -> None:
+def truncated_png() -> str:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(buffer, "PNG")
+    data = buffer.getvalue()[: len(buffer.getvalue()) // 2]  # a valid header, half the pixels
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def small_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "red").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+REFUSED = {
+    "truncated image": (lambda: ImagePart(truncated_png()), {}, ImageInputError),
+    "image over the pixel limit": (
+        lambda: ImagePart(small_png()),
+        {"image_limits": ImageLimits(max_pixels=1000)},
+        ImageInputError,
+    ),
+    "link-local URL": (
+        lambda: ImagePart("http://169.254.169.254/latest/meta-data/iam/x.png"),
+        {},
+        ImageInputError,
+    ),
+    "unsupported part": (lambda: OtherPart("input_audio"), {}, UnsupportedContentError),
+}
+"""Input that enforce mode refuses: the part, the rewriter's settings, the error raised."""
+
+
+class Recorder:
+    """The model: records every call on the original request."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.calls = 0
+
+    async def stream(self) -> AsyncIterator[str]:
+        self.calls += 1
+        self.called.set()
+        yield "UNSAFE"
+
+    async def once(self) -> str:
+        self.calls += 1
+        self.called.set()
+        return "UNSAFE"
+
+
+async def slow_checks(guard: Any, model: Recorder) -> GuardedConversation:
+    """The guard, its checks starting only once the model was called (or after 0.3 s).
+
+    A speculative call that did not wait for the checks would certainly reach the model
+    first.
+    """
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(model.called.wait(), 0.3)
+    return cast(GuardedConversation, await guard)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_input_the_guard_refuses_never_reaches_the_model(case: str) -> None:
+    part, settings, error = REFUSED[case]
+    rewriter = Rewriter(ScriptedBackend(), **settings)  # type: ignore[arg-type]
+    stats = SpeculationStats()
+    streamed, once = Recorder(), Recorder()
+
+    with pytest.raises(error):
+        await collect(
+            speculate(
+                slow_checks(rewriter.aguard(conversation(part())), streamed),
+                streamed.stream,
+                guarded_stream([]),
+                stats,
+            )
+        )
+    with pytest.raises(error):
+        await speculate_once(
+            slow_checks(rewriter.aguard(conversation(part())), once), once.once, _unused, stats
+        )
+    assert streamed.calls == 0 and once.calls == 0
+    assert stats == SpeculationStats()  # no call was made, so none was wasted
+    assert no_tasks_left()
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_input_the_guard_refuses_never_reaches_a_synchronous_model(case: str) -> None:
+    part, settings, error = REFUSED[case]
+    rewriter = Rewriter(ScriptedBackend(), **settings)  # type: ignore[arg-type]
+    calls: list[str] = []
+    called = threading.Event()
+
+    def guard() -> GuardedConversation:
+        called.wait(0.3)  # a call that did not wait for the checks comes first
+        return rewriter.guard(conversation(part()))
+
+    def original() -> Iterator[str]:
+        calls.append("stream")
+        called.set()
+        yield "UNSAFE"
+
+    def original_once() -> str:
+        calls.append("once")
+        called.set()
+        return "UNSAFE"
+
+    with pytest.raises(error):
+        list(speculate_sync(guard, original, lambda g: iter(["unused"])))
+    with pytest.raises(error):
+        speculate_once_sync(guard, original_once, lambda g: "unused")
+    assert calls == []
+
+
+async def _unused(guarded: GuardedConversation) -> str:
+    raise AssertionError("no guarded call for refused input")
+
+
+async def test_the_original_starts_once_the_checks_pass_while_the_rewriter_model_runs() -> None:
     upstream = Upstream(["The ", "tool"], hang_after=1)
-    gate = Gate(benign(), conversation(OtherPart("audio")))
+    gate = Gate(risky(), conversation(ImagePart(small_png())))
     stats = SpeculationStats()
     consumer = asyncio.ensure_future(
         collect(speculate(gate.verdict(), upstream.stream, guarded_stream([]), stats))
     )
-    await upstream.first.wait()
+    await upstream.first.wait()  # the image is checked: the original overlaps the model call
+    assert gate.held.called.is_set()
     gate.open.set()
-    with pytest.raises(UnsupportedContentError):
-        await consumer
+    assert await consumer == ["Handle ", "it ", "safely."]
     assert upstream.closed and upstream.cancelled
-    assert stats == SpeculationStats(hits=0, misses=0, wasted_calls=1)
-    assert no_tasks_left()
+    assert stats == SpeculationStats(misses=1, wasted_calls=1)
+
+
+async def test_dropped_parts_are_never_sent_in_the_original() -> None:
+    dropping = Rewriter(ScriptedBackend(), unsupported_content="drop")
+    gate = Gate(dropping, conversation(OtherPart("input_audio")))
+    model = Recorder()
+    calls: list[str] = []
+    consumer = asyncio.ensure_future(
+        collect(speculate(slow_checks(gate.verdict(), model), model.stream, guarded_stream(calls)))
+    )
+    while not gate.held.called.is_set():
+        await asyncio.sleep(0.01)
+    gate.open.set()
+    assert await consumer == ["Handle ", "it ", "safely."]
+    assert model.calls == 0 and calls == [QUESTION]
 
 
 async def test_a_cancellation_the_original_swallows_is_delivered_again() -> None:
     closed = asyncio.Event()
+    reading = asyncio.Event()
     swallowed: list[bool] = []
 
     async def stubborn() -> AsyncIterator[str]:
@@ -243,6 +408,7 @@ async def test_a_cancellation_the_original_swallows_is_delivered_again() -> None
         try:
             yield "UNSAFE "
             try:
+                reading.set()
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 swallowed.append(True)
@@ -255,8 +421,7 @@ async def test_a_cancellation_the_original_swallows_is_delivered_again() -> None
     consumer = asyncio.ensure_future(
         collect(speculate(gate.verdict(), stubborn, guarded_stream([])))
     )
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await reading.wait()
     gate.open.set()
     assert await consumer == ["Handle ", "it ", "safely."]
     assert swallowed == [True] and closed.is_set()
@@ -305,12 +470,26 @@ async def test_a_caller_that_stops_reading_closes_the_original_and_the_guard() -
 async def test_stats_count_hits_misses_and_wasted_calls() -> None:
     stats = SpeculationStats()
     for rewriter in (benign(), benign(), risky()):
-        await collect(
-            speculate(
-                rewriter.aguard(conversation()), Upstream(["x"]).stream, guarded_stream([]), stats
-            )
+        upstream = Upstream(["x"])
+        gate = Gate(rewriter, conversation())
+        consumer = asyncio.ensure_future(
+            collect(speculate(gate.verdict(), upstream.stream, guarded_stream([]), stats))
         )
+        await upstream.finished.wait()
+        gate.open.set()
+        await consumer
     assert stats == SpeculationStats(hits=2, misses=1, wasted_calls=1)
+
+
+async def test_a_verdict_before_the_checks_are_reported_calls_the_model_once() -> None:
+    # A guard that never runs the rewriter (nothing to rewrite) gives no overlap.
+    empty = Conversation((Turn("system", (TextPart("Be brief."),)),))
+    upstream = Upstream(["ok"])
+    stats = SpeculationStats()
+    received = await collect(
+        speculate(benign().aguard(empty), upstream.stream, guarded_stream([]), stats)
+    )
+    assert received == ["ok"] and stats == SpeculationStats(hits=1)
 
 
 async def test_max_held_chunks_stops_reading_the_original_until_the_verdict() -> None:
@@ -372,13 +551,6 @@ def answers(log: list[str], started: asyncio.Event) -> tuple[Any, Any]:
     return (original, guarded), cancelled
 
 
-async def started_then(
-    started: asyncio.Event, rewriter: Rewriter, conv: Conversation | None = None
-) -> GuardedConversation:
-    await started.wait()  # the verdict comes while the original call is in flight
-    return await rewriter.aguard(conv or conversation())
-
-
 async def test_speculate_once_releases_the_original_answer_on_a_benign_verdict() -> None:
     gate = Gate(benign(), conversation())
     answered = asyncio.Event()
@@ -407,23 +579,26 @@ async def test_speculate_once_cancels_the_original_on_a_risky_verdict() -> None:
     calls: list[str] = []
     started = asyncio.Event()
     (original, guarded), cancelled = answers(calls, started)
+    gate = Gate(risky(), conversation())
     stats = SpeculationStats()
-    answer = await speculate_once(started_then(started, risky()), original, guarded, stats)
-    assert answer == "Handle it safely."
+    result = asyncio.ensure_future(speculate_once(gate.verdict(), original, guarded, stats))
+    await started.wait()  # the verdict comes while the original call is in flight
+    gate.open.set()
+    assert await result == "Handle it safely."
     assert calls == [REWRITE]
     assert cancelled == [True]
     assert stats == SpeculationStats(misses=1, wasted_calls=1)
     assert no_tasks_left()
 
 
-async def test_speculate_once_raises_a_guard_input_error_after_cancelling_the_original() -> None:
+async def test_speculate_once_raises_a_guard_input_error_without_calling_the_original() -> None:
     calls: list[str] = []
     started = asyncio.Event()
     (original, guarded), cancelled = answers(calls, started)
-    guard = started_then(started, benign(), conversation(OtherPart("video")))
+    guard = benign().aguard(conversation(OtherPart("video")))
     with pytest.raises(UnsupportedContentError):
         await speculate_once(guard, original, guarded)
-    assert cancelled == [True]
+    assert not started.is_set() and cancelled == []
     assert calls == []
     assert no_tasks_left()
 
@@ -457,13 +632,23 @@ class BlockingUpstream:
 def test_speculate_sync_holds_the_answer_until_a_benign_verdict() -> None:
     upstream = BlockingUpstream(["The ", "tool ", "cuts."])
     rewriter = benign()
+    held = HeldBackend(rewriter.backend)
+    rewriter.backend = held
 
-    def verdict() -> GuardedConversation:
-        assert upstream.finished.wait(10)  # the whole answer exists before the verdict
-        return rewriter.guard(conversation())
+    def release_when_answered() -> None:
+        upstream.finished.wait(10)  # the whole answer exists before the verdict
+        held.release.set()
 
+    threading.Thread(target=release_when_answered, daemon=True).start()
     stats = SpeculationStats()
-    received = list(speculate_sync(verdict, upstream.stream, lambda g: iter(["unused"]), stats))
+    received = list(
+        speculate_sync(
+            lambda: rewriter.guard(conversation()),
+            upstream.stream,
+            lambda g: iter(["unused"]),
+            stats,
+        )
+    )
     assert received == ["The ", "tool ", "cuts."]
     assert stats == SpeculationStats(hits=1)
 
@@ -507,4 +692,4 @@ def test_speculate_once_sync_answers_the_rewrite_on_a_miss_and_raises_input_erro
         speculate_once_sync(
             lambda: benign().guard(conversation(OtherPart("audio"))), lambda: "x", guarded, stats
         )
-    assert stats == SpeculationStats(misses=1, wasted_calls=2)
+    assert stats == SpeculationStats(misses=1, wasted_calls=1)  # refused input: no call

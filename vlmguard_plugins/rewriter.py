@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ._sync import LoopThread
 from .backends.base import STOP_SEQUENCE, Backend, Generation, GenerationRequest
 from .cache import RewriteCache, cache_key
-from .conversation.guard import aguard_conversation
+from .conversation.guard import aguard_conversation, report_inputs_checked
 from .decode_pool import SHARED_POOL, DecodeMemoryPool, Reservation
 from .errors import (
     BackendError,
@@ -302,6 +302,9 @@ class Rewriter:
         reservation: Reservation,
     ) -> tuple[RewriteResult, str | None]:
         prepared = await self._prepare(request, reservation)
+        # Every input check has passed (text, history, each image loaded and decoded
+        # within the limits): a speculating caller may now send the original.
+        report_inputs_checked()
         if self._tracer is not None:
             self._tracer.record_images(prepared)
         key = cache_key(request.text, prepared, request.history) if self.cache is not None else None

@@ -1,8 +1,12 @@
-"""Speculative mode: call the model on the original request while the guard runs.
+"""Speculative mode: call the model on the original request while the rewriter runs.
 
 Guarding adds the rewriter's latency in front of the model's.  In speculative mode the
-original request goes to the model at the same time as the guard reads it; the model's
-answer is held, chunk by chunk, until the guard's verdict:
+guard first checks the input as it always does (coverage of every part, the text and
+history limits, every image loaded and decoded within the image limits and the URL
+policy); only once all of that has passed does the original request go to the model,
+at the same time as the rewriter model reads it.  Input the guard refuses therefore
+never reaches the model, speculative or not.  The model's answer is held, chunk by
+chunk, until the guard's verdict:
 
 - the verdict allows it (:func:`releasable`: risk none or low, nothing rewritten,
   nothing dropped, so the guarded conversation *is* the original): the held answer is
@@ -10,8 +14,14 @@ answer is held, chunk by chunk, until the guard's verdict:
 - anything else: the original call is cancelled (its stream closed, so the upstream
   stops generating) and the guarded request is sent instead (a *miss*); a guarded
   call that refuses (a block) raises as it would without speculation;
-- the guard raises (input it cannot check): the original call is cancelled and the
-  error raised.
+- the guard raises: the error is raised (input it cannot check raises before the
+  original call starts; a later error cancels it).
+
+The guard tells that its input checks have passed through
+:func:`~vlmguard_plugins.conversation.inputs_checked_callback`, which the functions here
+set around the guard; a guard that never tells (one that does not run the rewriter, or
+drops parts under ``unsupported_content="drop"``) simply gets no overlap: the model is
+called after the verdict.
 
 Nothing of the speculative answer reaches the caller before the verdict.  The same
 primitive serves the gateway and the framework adapters::
@@ -37,9 +47,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from .conversation.guard import GuardedConversation
+from .conversation.guard import GuardedConversation, inputs_checked_callback
 from .errors import ConfigurationError
 from .types import RewriteResult, Risk
 
@@ -237,6 +247,43 @@ def _validate_limit(max_held_chunks: int | None, guard: Awaitable[Any] | None) -
         raise ConfigurationError(f"max_held_chunks must be at least 1, not {max_held_chunks}")
 
 
+class _Checked:
+    """Opened (from any thread) when the guard's input checks have passed."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def open(self) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._loop:
+            self.event.set()
+        else:  # a synchronous guard's loop thread, say
+            with contextlib.suppress(RuntimeError):  # this loop closed meanwhile
+                self._loop.call_soon_threadsafe(self.event.set)
+
+
+def _start_guard(guard: Awaitable[V], checked: _Checked) -> asyncio.Future[V]:
+    # The task copies the context here, so the guard (and the rewriter it runs) sees
+    # the callback; this task's own context is left as it was.
+    with inputs_checked_callback(checked.open):
+        return asyncio.ensure_future(guard)
+
+
+async def _until_checked(verdict: asyncio.Future[Any], checked: _Checked) -> bool:
+    """Wait for the input checks or the verdict; True when the original may start now."""
+    opened = asyncio.ensure_future(checked.event.wait())
+    try:
+        await asyncio.wait((verdict, opened), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await _cancel_and_wait(opened)
+    # With the verdict in, there is nothing left to overlap: it decides directly.
+    return checked.event.is_set() and not verdict.done()
+
+
 async def speculate(
     guard: Awaitable[V],
     original: Callable[[], AsyncIterator[T]],
@@ -244,10 +291,13 @@ async def speculate(
     stats: SpeculationStats | None = None,
     max_held_chunks: int | None = None,
 ) -> AsyncIterator[T]:
-    """Stream the model's answer, calling it on the original request while the guard runs.
+    """Stream the model's answer, calling it on the original request while the rewriter runs.
+
+    ``original`` is called only once the guard has checked the input (see the module):
+    input the guard refuses never reaches the model.
 
     Args:
-        guard: the running guard, such as ``rewriter.aguard(conversation)`` (its
+        guard: the guard, not yet started, such as ``rewriter.aguard(conversation)`` (its
             outcome: a :class:`~vlmguard_plugins.GuardedConversation`, or any
             :class:`Verdict`).
         original: starts the model call on the original request and yields its chunks.
@@ -263,35 +313,42 @@ async def speculate(
 
     Raises:
         ConfigurationError: ``max_held_chunks`` below 1.
-        InputError: whatever the guard raises (the original call is cancelled first).
+        InputError: whatever the guard raises (before the original call starts).
     """
     _validate_limit(max_held_chunks, guard)
-    verdict = asyncio.ensure_future(guard)
-    held = _HeldAnswer(original, max_held_chunks)
+    checked = _Checked()
+    verdict = _start_guard(guard, checked)
+    held: _HeldAnswer[T] | None = None
     try:
+        if await _until_checked(verdict, checked):
+            held = _HeldAnswer(original, max_held_chunks)
         try:
             outcome = await verdict
         except BaseException:
-            if stats is not None:
+            if stats is not None and held is not None:
                 stats.wasted_calls += 1
             raise
         if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
+            if held is None:  # the verdict came first: nothing to overlap
+                held = _HeldAnswer(original, max_held_chunks)
             async for chunk in held:
                 yield chunk
             return
         if stats is not None:
             stats.misses += 1
-            stats.wasted_calls += 1
-        await held.call.cancel()
+            stats.wasted_calls += held is not None
+        if held is not None:
+            await held.call.cancel()
         async for chunk in guarded(outcome):
             yield chunk
     finally:
         # Also reached when the caller stops reading early or is cancelled: no task of
         # ours outlives the call.
         await _cancel_and_wait(verdict)
-        await held.call.cancel()
+        if held is not None:
+            await held.call.cancel()
 
 
 async def speculate_once(
@@ -303,33 +360,71 @@ async def speculate_once(
     """The non-streaming :func:`speculate`: one answer, released or replaced at the verdict.
 
     Raises:
-        InputError: whatever the guard raises (the original call is cancelled first).
+        InputError: whatever the guard raises (before the original call starts).
     """
-    verdict = asyncio.ensure_future(guard)
-    answer = _Call(_call(original))
+    checked = _Checked()
+    verdict = _start_guard(guard, checked)
+    answer: _Call | None = None
     try:
+        if await _until_checked(verdict, checked):
+            answer = _Call(_call(original))
         try:
             outcome = await verdict
         except BaseException:
-            if stats is not None:
+            if stats is not None and answer is not None:
                 stats.wasted_calls += 1
             raise
         if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
+            if answer is None:  # the verdict came first: nothing to overlap
+                return await original()
             result: T = await answer.task
             return result
         if stats is not None:
             stats.misses += 1
-            stats.wasted_calls += 1
-        await answer.cancel()
+            stats.wasted_calls += answer is not None
+        if answer is not None:
+            await answer.cancel()
         return await guarded(outcome)
     finally:
         await _cancel_and_wait(verdict)
-        await answer.cancel()
+        if answer is not None:
+            await answer.cancel()
 
 
 # -- synchronous callers ----------------------------------------------------------------
+
+
+class _CheckedSync:
+    """Tells a worker thread whether the original call may start (see :class:`_Checked`)."""
+
+    def __init__(self) -> None:
+        self._decided = threading.Event()
+        self._opened = False
+
+    def open(self) -> None:
+        self._opened = True
+        self._decided.set()
+
+    def close(self) -> None:
+        """The verdict is in: a call not yet allowed is never started by the worker."""
+        self._decided.set()
+
+    def wait(self) -> bool:
+        self._decided.wait()
+        return self._opened
+
+
+def _run_guard_sync(guard: Callable[[], V], checked: _CheckedSync) -> V:
+    try:
+        with inputs_checked_callback(checked.open):
+            return guard()
+    finally:
+        checked.close()
+
+
+_NOT_STARTED = object()
 
 
 def speculate_once_sync(
@@ -340,28 +435,36 @@ def speculate_once_sync(
 ) -> T:
     """:func:`speculate_once` for synchronous code: the original call runs in a thread.
 
-    A synchronous call cannot be interrupted: on a miss its answer is discarded when it
-    comes (counted in ``wasted_calls``).
+    The thread starts the call once the guard has checked the input (the guard's
+    callback is carried by the caller's context into a synchronous
+    :meth:`~vlmguard_plugins.Rewriter.guard`).  A synchronous call cannot be
+    interrupted: on a miss its answer is discarded when it comes (counted in
+    ``wasted_calls``).
     """
+    checked = _CheckedSync()
+
+    def when_checked() -> Any:
+        return original() if checked.wait() else _NOT_STARTED
+
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlmguard-speculative")
     try:
         # The caller's context (tracing, callbacks) goes with the call into the thread.
-        pending = executor.submit(contextvars.copy_context().run, original)
+        pending = executor.submit(contextvars.copy_context().run, when_checked)
         try:
-            outcome = guard()
+            outcome = _run_guard_sync(guard, checked)
         except BaseException:
-            if stats is not None:
+            if stats is not None and checked.wait():
                 stats.wasted_calls += 1
-            pending.cancel()
             raise
+        started = checked.wait()
         if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
-            return pending.result()
+            answer = pending.result()
+            return original() if answer is _NOT_STARTED else cast(T, answer)
         if stats is not None:
             stats.misses += 1
-            stats.wasted_calls += 1
-        pending.cancel()  # stops it only if it has not started
+            stats.wasted_calls += started
         return guarded(outcome)
     finally:
         executor.shutdown(wait=False)
@@ -376,13 +479,15 @@ def speculate_sync(
 ) -> Iterator[T]:
     """:func:`speculate` for synchronous code: the original stream is read in a thread.
 
-    On a miss (or when the caller stops reading) the thread stops at the original
-    stream's next chunk and closes it (``close()``: a synchronous HTTP stream is closed
-    there), since a thread blocked in a read cannot be interrupted.
+    The thread opens the stream once the guard has checked the input.  On a miss (or
+    when the caller stops reading) it stops at the original stream's next chunk and
+    closes it (``close()``: a synchronous HTTP stream is closed there), since a thread
+    blocked in a read cannot be interrupted.
     """
     _validate_limit(max_held_chunks, None)
     held: queue.Queue[Any] = queue.Queue(maxsize=max_held_chunks or 0)
     stop = threading.Event()
+    checked = _CheckedSync()
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -394,6 +499,8 @@ def speculate_sync(
         return False
 
     def read() -> None:
+        if not checked.wait():
+            return
         stream: Iterator[T] | None = None
         try:
             stream = original()
@@ -415,14 +522,18 @@ def speculate_sync(
     ).start()
     try:
         try:
-            outcome = guard()
+            outcome = _run_guard_sync(guard, checked)
         except BaseException:
-            if stats is not None:
+            if stats is not None and checked.wait():
                 stats.wasted_calls += 1
             raise
+        started = checked.wait()
         if releasable(outcome):
             if stats is not None:
                 stats.hits += 1
+            if not started:  # the verdict came first: nothing to overlap
+                yield from original()
+                return
             while (item := held.get()) is not _END:
                 if isinstance(item, _Failed):
                     raise item.error
@@ -430,7 +541,7 @@ def speculate_sync(
             return
         if stats is not None:
             stats.misses += 1
-            stats.wasted_calls += 1
+            stats.wasted_calls += started
         stop.set()
         yield from guarded(outcome)
     finally:

@@ -26,7 +26,7 @@ from .coverage import (
     plan,
     write_back,
 )
-from .guard import GuardedConversation, aguard_conversation
+from .guard import GuardedConversation, aguard_conversation, inputs_checked_callback
 from .model import Conversation, ImagePart, OtherPart, Part, Role, TextPart, Turn
 from .openai_format import from_openai, to_openai
 
@@ -46,6 +46,7 @@ __all__ = [
     "apply_result",
     "check_coverage",
     "from_openai",
+    "inputs_checked_callback",
     "plan",
     "to_openai",
     "write_back",

@@ -423,7 +423,12 @@ def create_app(
             )
         if settings.mode == "speculative":
             return await speculative.respond(
-                body, context, stream=chat.stream, model=chat.model, headers=headers
+                body,
+                context,
+                stream=chat.stream,
+                model=chat.model,
+                headers=headers,
+                receive=request.receive,
             )
         outcome = await guard.check(body["messages"], context)
         # Every other field of the body goes on as the client sent it.

@@ -1,15 +1,20 @@
-"""Speculative mode in the gateway: the upstream answers while the guard reads.
+"""Speculative mode in the gateway: the upstream answers while the rewriter model runs.
 
-The original request goes upstream at the same time as the guard runs
-(:func:`vlmguard_plugins.speculative.speculate`).  Its answer (a whole body, or every
-event of a stream) is held until the verdict:
+Once the guard has checked the input, the original request goes upstream while the
+rewriter model runs (:func:`vlmguard_plugins.speculative.speculate`).  Its answer (a
+whole body, or every event of a stream) is held until the verdict:
 
 - the guard leaves the request exactly as it is (risk none or low, nothing rewritten,
   nothing dropped): the held answer is released, then the rest of the stream live;
 - otherwise the original call is cancelled (its HTTP stream closed, so the upstream
   stops generating) and the guarded request is sent and relayed instead;
-- input the guard cannot check: the original call is cancelled and the client gets the
-  usual 400.
+- input the guard cannot check: the client gets the usual 400, and nothing went
+  upstream: the original request is sent only once the guard has checked the input
+  (every part covered, every image loaded and decoded within the limits, every URL
+  allowed), while the rewriter model runs.
+
+A client that leaves before the verdict cancels the original call, and the guarded
+request is not sent for nobody.
 
 The response's status and headers are sent only once the verdict is in and the
 winning answer has begun, so an upstream or guard error is still a plain HTTP error.
@@ -17,15 +22,18 @@ winning answer has begun, so an upstream or guard error is still a plain HTTP er
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import anyio
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
 
 from ..conversation import GuardedConversation, to_openai
 from ..speculative import SpeculationStats, speculate, speculate_once
+from .errors import GatewayError
 from .guard import Guard, RequestContext, guard_report
 from .metrics import GatewayMetrics
 from .relay import (
@@ -38,6 +46,8 @@ from .relay import (
     whole_response,
 )
 from .upstream import Upstream
+
+T = TypeVar("T")
 
 
 class SpeculativeRelay:
@@ -77,12 +87,17 @@ class SpeculativeRelay:
         stream: bool,
         model: str,
         headers: dict[str, str],
+        receive: Receive | None = None,
     ) -> Response:
         """The response to the chat request ``body``.
 
+        ``receive`` is the request's ASGI channel, read (once the body is in) to see the
+        client leave before a non-streamed answer is ready.
+
         Raises:
             GatewayError: the guard refused the input (400) or failed under the raise
-                policy (503), or the upstream failed on the answer that was chosen.
+                policy (503), or the upstream failed on the answer that was chosen;
+                499 when the client left before the answer.
         """
         verdict: list[GuardedConversation] = []
 
@@ -96,12 +111,13 @@ class SpeculativeRelay:
             return {**body, "messages": to_openai(guarded.conversation)}
 
         if not stream:
-            answer: WholeAnswer = await speculate_once(
+            answering = speculate_once(
                 run_guard(),
                 lambda: fetch_whole(self.upstream, self.metrics, body),
                 lambda guarded: fetch_whole(self.upstream, self.metrics, guarded_body(guarded)),
                 self.stats,
             )
+            answer: WholeAnswer = await _unless_disconnected(answering, receive)
             return whole_response(self.metrics, answer, self._report(verdict), headers)
 
         streams: list[UpstreamStream] = []
@@ -120,10 +136,7 @@ class SpeculativeRelay:
         )
         # Wait for the verdict and the first bytes of the answer it chose: an error
         # before them is still an ordinary HTTP error, not a broken stream.
-        try:
-            first: bytes | None = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
+        first = await _unless_disconnected(_first(chunks), receive)
         report = self._report(verdict)
 
         async def close() -> None:
@@ -158,6 +171,46 @@ class SpeculativeRelay:
         if not self.expose_analysis or not verdict or verdict[0].result is None:
             return None
         return guard_report(verdict[0])
+
+
+async def _first(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _unless_disconnected(answering: Awaitable[T], receive: Receive | None) -> T:
+    """``answering``'s answer, cancelled (every upstream call with it) if the client leaves.
+
+    Raises:
+        GatewayError: 499, the client closed the connection first.
+    """
+    if receive is None:
+        return await answering
+    answer = asyncio.ensure_future(answering)
+    leaving = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((answer, leaving), return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done() and leaving.exception() is not None:
+            await asyncio.wait((answer,))  # the channel cannot be watched: just answer
+    finally:
+        for task in (leaving, answer):
+            if not task.done():
+                task.cancel()
+                # Waited for: speculation's own cleanup (closing upstream calls) finishes.
+                await asyncio.wait((task,))
+    if not answer.cancelled():
+        return answer.result()
+    raise GatewayError(
+        499, "the client closed the request before the answer", code="client_closed_request"
+    )
+
+
+async def _disconnect(receive: Receive) -> None:
+    # The body has been read: the next message is the client leaving.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 __all__ = ["SpeculativeRelay"]

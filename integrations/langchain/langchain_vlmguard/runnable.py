@@ -223,9 +223,14 @@ class VLMGuardRewriter(RunnableSerializable[Any, Any]):
     def speculative(
         self, model: BaseChatModel, *, max_held_chunks: int | None = None
     ) -> VLMGuardSpeculativeChatModel:
-        """``model`` guarded in speculative mode: called on the original messages while the
-        guard reads them, its answer held until the verdict and released only for a
-        benign, unchanged request (see :class:`VLMGuardSpeculativeChatModel`).
+        """``model`` guarded in speculative mode: once the guard has checked the messages,
+        called on the original ones while the rewriter model reads them, its answer held
+        until the verdict and released only for a benign, unchanged request (see
+        :class:`VLMGuardSpeculativeChatModel`).
+
+        Raises:
+            TypeError: ``model`` is not a chat model (a ``.bind(...)`` or ``.with_retry()``
+                of one: bind them on the result instead).
 
         Example::
 

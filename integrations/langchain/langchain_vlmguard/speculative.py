@@ -1,10 +1,11 @@
 """``VLMGuardSpeculativeChatModel``: a chat model guarded in speculative mode.
 
-The guarded chat model sends the caller's original messages to the wrapped model while
-the rewriter reads them, and holds the answer until the verdict (see
-:mod:`vlmguard_plugins.speculative`): a benign, unchanged request gets the original
-answer without waiting for the rewriter first; any other verdict cancels that call and
-sends the guarded messages instead, exactly as ``guard | model`` would.
+The guarded chat model checks the caller's messages as the guard always does, then
+sends the original messages to the wrapped model while the rewriter model reads them,
+and holds the answer until the verdict (see :mod:`vlmguard_plugins.speculative`): a
+benign, unchanged request gets the original answer without waiting for the rewriter
+first; any other verdict cancels that call and sends the guarded messages instead,
+exactly as ``guard | model`` would.  Messages the guard refuses reach no model.
 """
 
 from __future__ import annotations
@@ -50,26 +51,47 @@ SPECULATIVE_KEY = "speculative"
 # model's own run reports the answer once it is released.
 _UNOBSERVED: RunnableConfig = {"callbacks": []}
 
+# Fields through which a chat model reports to handlers of its own.
+_OWN_REPORTING = {"callbacks": None, "callback_manager": None, "verbose": False}
+
+
+def _silent(model: BaseChatModel) -> BaseChatModel:
+    """A copy of ``model`` without handlers of its own, for the speculative call.
+
+    Handlers set on the model itself (``ChatOpenAI(callbacks=[...])``) would get the
+    original answer's tokens before the verdict, or an answer the verdict discards.
+    The copy is shallow: it shares the model's client.
+    """
+    fields = type(model).model_fields
+    return model.model_copy(update={k: v for k, v in _OWN_REPORTING.items() if k in fields})
+
 
 class VLMGuardSpeculativeChatModel(BaseChatModel):
-    """A chat model that calls ``model`` on the original messages while the guard reads them.
+    """A chat model that calls ``model`` on the original messages while the rewriter runs.
 
     The answer is held until the guard's verdict.  When the rewriter judges the request
     risk none or low and leaves it unchanged, the held answer is released (a *hit*):
     the rewriter's latency is hidden behind the model's.  Otherwise the original call is
     cancelled (its stream closed) and ``model`` gets the guarded messages, the rewrite
     written back as ``guard | model`` would send it (a *miss*).  Not a byte of the
-    original answer reaches the caller before the verdict.  Input the guard cannot check
-    raises the guard's :class:`~vlmguard_plugins.errors.InputError`, after the original
-    call is cancelled.
+    original answer reaches the caller before the verdict.  The original call starts
+    only once the guard has checked the messages (every block covered, every image
+    loaded within the limits, every URL allowed): input the guard cannot check raises
+    the guard's :class:`~vlmguard_plugins.errors.InputError` and reaches no model.
 
     The answer's ``response_metadata["vlmguard"]`` holds ``speculative`` (``hit`` or
     ``miss``) and the rewrite's outcome (risk, analysis, fallback); when streaming, it
     is on the first chunk.  :attr:`stats` counts hits, misses and wasted calls.  The
-    wrapped model's own calls are not reported to the caller's callbacks (a streaming
-    handler would otherwise see the held answer); this model's run reports the answer
-    and (in ``invoke`` and ``ainvoke``, where LangChain gives the run to the model) the
-    rewrite in a ``vlmguard_rewrite`` custom event, as the guard does.
+    speculative call is reported neither to the caller's callbacks nor to handlers set
+    on ``model`` itself (it runs on a copy of ``model`` without them, ``verbose`` off):
+    a streaming handler would otherwise see the held answer.  This model's run reports
+    the answer once released, and (in ``invoke`` and ``ainvoke``, where LangChain gives
+    the run to the model) the rewrite in a ``vlmguard_rewrite`` custom event, as the
+    guard does.  Process-wide tracers (LangSmith, ``tracing_v2_enabled``,
+    ``collect_runs``) still record the inner call, as they record every run.
+
+    ``model`` must be a chat model itself: bind arguments and retries on the result
+    (``guard.speculative(model).bind(...)``, ``.with_retry()``).
 
     ``stream`` and ``astream`` stream for real: the held chunks at the verdict, then the
     rest as the model produces them.  The synchronous forms read the original call in a
@@ -102,6 +124,13 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
     def __init__(
         self, *, model: BaseChatModel, guard: VLMGuardRewriter | Rewriter, **kwargs: Any
     ) -> None:
+        if not isinstance(model, BaseChatModel):
+            raise TypeError(
+                "speculative mode wraps a chat model itself, not "
+                f"{type(model).__name__}: pass the model (guard.speculative(model)) and "
+                "bind arguments or retries on the result "
+                "(guard.speculative(model).bind(...), .with_retry())"
+            )
         if isinstance(guard, Rewriter):
             guard = VLMGuardRewriter(rewriter=guard)
         # Passed as a mapping: the base class's signature does not know this model's fields.
@@ -128,7 +157,7 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         verdict = _Verdict(self, to_conversation(messages), run_manager)
 
         async def original() -> BaseMessage:
-            return await self.model.ainvoke(messages, config, stop=stop, **kwargs)
+            return await _silent(self.model).ainvoke(messages, config, stop=stop, **kwargs)
 
         async def guarded(result: GuardedConversation) -> BaseMessage:
             return await self.model.ainvoke(_messages(result), config, stop=stop, **kwargs)
@@ -147,7 +176,7 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         verdict = _Verdict(self, to_conversation(messages), run_manager)
 
         def original() -> AsyncIterator[BaseMessageChunk]:
-            return self.model.astream(messages, config, stop=stop, **kwargs)
+            return _silent(self.model).astream(messages, config, stop=stop, **kwargs)
 
         def guarded(result: GuardedConversation) -> AsyncIterator[BaseMessageChunk]:
             return self.model.astream(_messages(result), config, stop=stop, **kwargs)
@@ -176,7 +205,7 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         verdict = _SyncVerdict(self.guard, messages, run_manager)
 
         def original() -> BaseMessage:
-            return self.model.invoke(messages, _UNOBSERVED, stop=stop, **kwargs)
+            return _silent(self.model).invoke(messages, _UNOBSERVED, stop=stop, **kwargs)
 
         def guarded(result: GuardedConversation) -> BaseMessage:
             return self.model.invoke(_messages(result), _UNOBSERVED, stop=stop, **kwargs)
@@ -194,7 +223,7 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         verdict = _SyncVerdict(self.guard, messages, run_manager)
 
         def original() -> Iterator[BaseMessageChunk]:
-            return self.model.stream(messages, _UNOBSERVED, stop=stop, **kwargs)
+            return _silent(self.model).stream(messages, _UNOBSERVED, stop=stop, **kwargs)
 
         def guarded(result: GuardedConversation) -> Iterator[BaseMessageChunk]:
             return self.model.stream(_messages(result), _UNOBSERVED, stop=stop, **kwargs)

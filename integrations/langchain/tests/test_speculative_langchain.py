@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,12 +15,14 @@ import pytest
 from langchain_core.callbacks import (
     AsyncCallbackHandler,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableConfig
 from langchain_vlmguard import (
     REWRITE_EVENT,
     VLMGuardRewriter,
@@ -24,11 +30,14 @@ from langchain_vlmguard import (
     get_rewrite_result,
     speculative_outcome,
 )
+from PIL import Image
 from pydantic import PrivateAttr
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.backends.base import Generation, GenerationRequest
-from vlmguard_plugins.errors import UnsupportedContentError
+from vlmguard_plugins.conversation import Conversation, GuardedConversation
+from vlmguard_plugins.errors import ImageInputError, UnsupportedContentError
+from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.testing import ScriptedBackend
 
 QUESTION = "How do I use this?"
@@ -173,18 +182,105 @@ async def wait_for(event: asyncio.Event) -> None:
 
 
 async def test_a_benign_request_gets_the_original_answer_from_one_call(recorder, image_b64):
-    vlm = fake_vlm(recorder, ORIGINAL_ANSWER)
-    received = recorder.received
+    vlm = KeyedChatModel(original=[ORIGINAL_ANSWER])
     model = benign().speculative(vlm)
 
-    answer = await model.ainvoke(question(image_b64))
+    answer = await model.ainvoke(question(image_b64), {"callbacks": [recorder]})
 
     assert answer.content == ORIGINAL_ANSWER
     assert speculative_outcome(answer) == "hit"
     assert answer.response_metadata["vlmguard"]["risk"] == "none"
-    assert len(received) == 1
-    assert received[0] == question(image_b64)
+    assert vlm.received("original") == [question(image_b64)]
+    assert vlm.received("guarded") == []
+    assert recorder.received == [question(image_b64)]  # this model's run only
     assert model.stats.hits == 1 and model.stats.wasted_calls == 0
+
+
+class HeldUntil:
+    """A rewriter model that answers once ``event`` is set (from any thread)."""
+
+    name = "held"
+
+    def __init__(self, inner: ScriptedBackend, event: threading.Event) -> None:
+        self.inner = inner
+        self.event = event
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        for _ in range(1000):
+            if self.event.is_set():
+                break
+            await asyncio.sleep(0.005)
+        return await self.inner.agenerate(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TokenRecorder(BaseCallbackHandler):
+    """A handler set on the wrapped model itself: every token and answer it is told of."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.seen.append(token)
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        self.seen.extend(g.text for gs in response.generations for g in gs)
+
+
+@pytest.mark.parametrize("call", ["ainvoke", "astream", "invoke", "stream"])
+async def test_handlers_on_the_wrapped_model_never_see_the_speculative_answer(
+    call, backend, image_b64
+):
+    own = TokenRecorder()
+    caller = TokenRecorder()
+    asked = threading.Event()
+
+    def answers() -> Iterator[AIMessage]:
+        asked.set()  # the speculative call has begun: now the verdict may come
+        yield AIMessage(content=ORIGINAL_ANSWER)
+        yield AIMessage(content=GUARDED_ANSWER)
+
+    vlm = GenericFakeChatModel(messages=answers(), callbacks=[own], verbose=True)
+    model = VLMGuardRewriter(rewriter=Rewriter(HeldUntil(backend, asked))).speculative(vlm)
+    config: RunnableConfig = {"callbacks": [caller]}
+    if call == "ainvoke":
+        answer = str((await model.ainvoke(question(image_b64), config)).content)
+    elif call == "astream":
+        answer = "".join([str(c.content) async for c in model.astream(question(image_b64), config)])
+    elif call == "invoke":
+        answer = str(model.invoke(question(image_b64), config).content)
+    else:
+        answer = "".join(str(c.content) for c in model.stream(question(image_b64), config))
+
+    assert answer == GUARDED_ANSWER
+    assert "Grip" not in "".join(own.seen) and "Grip" not in "".join(caller.seen)
+    assert GUARDED_ANSWER in "".join(caller.seen).replace("  ", " ")
+
+
+async def test_on_a_hit_the_released_answer_is_reported_by_the_wrappers_run(image_b64):
+    own = TokenRecorder()
+    caller = TokenRecorder()
+    vlm = GenericFakeChatModel(messages=iter([AIMessage(content=ORIGINAL_ANSWER)]), callbacks=[own])
+    chunks = [
+        str(c.content)
+        async for c in benign()
+        .speculative(vlm)
+        .astream(question(image_b64), {"callbacks": [caller]})
+    ]
+    assert "".join(chunks) == ORIGINAL_ANSWER
+    assert own.seen == []  # the speculative call ran on a copy without the model's handlers
+    assert "".join(caller.seen[: len(chunks)]) == ORIGINAL_ANSWER
+
+
+def test_a_runnable_that_is_not_a_chat_model_is_refused_with_what_to_pass(guard):
+    vlm = GenericFakeChatModel(messages=iter([AIMessage(content="ok")]))
+    for wrapped in (vlm.bind(stop=["."]), vlm.with_retry()):
+        with pytest.raises(TypeError, match=r"guard\.speculative\(model\)\.bind"):
+            guard.speculative(wrapped)  # type: ignore[arg-type]
+    bound = benign().speculative(vlm).bind(stop=["."])  # arguments bound on the result
+    assert bound.invoke(QUESTION).content == "ok"
 
 
 async def test_a_risky_request_gets_the_answer_to_the_rewrite_with_the_image_kept(
@@ -234,22 +330,77 @@ def test_stream_is_speculative_too(guard, recorder, rewritten, image_b64):
     assert len(hit) > 2 and speculative_outcome(hit[0]) == "hit"
 
 
-async def test_input_the_guard_cannot_check_cancels_the_call_and_raises(image_b64):
-    vlm = KeyedChatModel(original=["Sure, ", "listen: ", "..."], hold=True)
-    gate = GatedBackend(ScriptedBackend())
-    model = VLMGuardSpeculativeChatModel(model=vlm, guard=Rewriter(gate))
-    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+def truncated_png() -> str:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()[: len(buffer.getvalue()) // 2]).decode()
 
-    async def consume() -> list[str]:
-        return [str(chunk.content) async for chunk in model.astream(question(image_b64, audio))]
 
-    consumer = asyncio.ensure_future(consume())
-    await wait_for(vlm.event("first original"))
-    gate.open.set()
-    with pytest.raises(UnsupportedContentError):
-        await consumer
-    await wait_for(vlm.event("closed original"))
-    assert model.stats.wasted_calls == 1
+def image_block(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+REFUSED: dict[str, tuple[Any, ImageLimits | None, type[Exception]]] = {
+    "truncated image": (
+        lambda: image_block(f"data:image/png;base64,{truncated_png()}"),
+        None,
+        ImageInputError,
+    ),
+    "image over the pixel limit": (None, ImageLimits(max_pixels=500), ImageInputError),
+    "link-local URL": (
+        lambda: image_block("http://169.254.169.254/latest/meta-data/iam/x.png"),
+        None,
+        ImageInputError,
+    ),
+    "unsupported part": (
+        lambda: {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        None,
+        UnsupportedContentError,
+    ),
+}
+"""Input the guard refuses: an extra block (beside a 40x30 image), the limits, the error."""
+
+
+class SlowChecks(Rewriter):
+    """A rewriter whose input checks begin once the model was called (or after 0.3 s).
+
+    A speculative call that did not wait for the checks would certainly come first.
+    """
+
+    def __init__(self, vlm: KeyedChatModel, limits: ImageLimits | None) -> None:
+        super().__init__(ScriptedBackend(), image_limits=limits)
+        self.vlm = vlm
+
+    async def aguard(self, conversation: Conversation, **kwargs: Any) -> GuardedConversation:
+        deadline = time.monotonic() + 0.3
+        while not self.vlm.received("original") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await super().aguard(conversation, **kwargs)
+
+
+@pytest.mark.parametrize("call", ["ainvoke", "astream", "invoke", "stream"])
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_input_the_guard_refuses_reaches_no_model(case, call, image_b64):
+    block, limits, error = REFUSED[case]
+    messages = question(image_b64, *([block()] if block else []))
+    vlm = KeyedChatModel(original=[ORIGINAL_ANSWER])
+    model = VLMGuardSpeculativeChatModel(model=vlm, guard=SlowChecks(vlm, limits))
+
+    with pytest.raises(error) as enforced:  # what the guard in front of the model raises
+        await (VLMGuardRewriter(rewriter=SlowChecks(vlm, limits)) | vlm).ainvoke(messages)
+    with pytest.raises(error) as speculative:
+        if call == "ainvoke":
+            await model.ainvoke(messages)
+        elif call == "astream":
+            [chunk async for chunk in model.astream(messages)]
+        elif call == "invoke":
+            await asyncio.to_thread(model.invoke, messages)
+        else:
+            await asyncio.to_thread(lambda: list(model.stream(messages)))
+
+    assert type(speculative.value) is type(enforced.value)
+    assert vlm.received("original") == [] and vlm.received("guarded") == []
+    assert model.stats.wasted_calls == 0
 
 
 # -- streaming ----------------------------------------------------------------------------
@@ -352,16 +503,16 @@ async def test_in_a_chain_after_a_prompt_template(guard, rewritten):
 # -- a real OpenAI-compatible model over HTTP --------------------------------------------
 
 
-class FirstToken(AsyncCallbackHandler):
-    """Tells when a model's first streamed token arrived."""
+class StreamedTokens(AsyncCallbackHandler):
+    """The tokens a handler set on a model is told of."""
 
     def __init__(self) -> None:
-        self.first = asyncio.Event()
+        self.tokens: list[str] = []
 
     async def on_llm_new_token(
         self, token: str | list[str | dict[str, Any]], **kwargs: Any
     ) -> None:
-        self.first.set()
+        self.tokens.append(str(token))
 
 
 async def test_a_miss_closes_the_http_stream_of_the_original_call(backend, rewritten, image_b64):
@@ -372,7 +523,7 @@ async def test_a_miss_closes_the_http_stream_of_the_original_call(backend, rewri
         text = str(request.messages[-1]["content"])
         return GUARDED_ANSWER if rewritten in text else "UNSAFE " * 20
 
-    streaming = FirstToken()
+    streaming = StreamedTokens()
     with ChatCompletionServer(responder=answer) as server:
         # The original answer stops after its first piece until the test releases it, so
         # the verdict always comes while it is still being generated.
@@ -391,12 +542,16 @@ async def test_a_miss_closes_the_http_stream_of_the_original_call(backend, rewri
             return "".join([str(c.content) async for c in model.astream(question(image_b64))])
 
         consumer = asyncio.ensure_future(consume())
-        await wait_for(streaming.first)  # the original answer is streaming in
+        deadline = time.monotonic() + 10
+        while not server.chat_requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # until the original request is being answered
         gate.open.set()
         text = await consumer
         server.release.set()  # the server tries to send the rest: nobody is reading
 
         assert text == GUARDED_ANSWER
+        # The handler set on ChatOpenAI itself never saw the speculative answer's tokens.
+        assert "UNSAFE" not in "".join(streaming.tokens)
         deadline = time.monotonic() + 10
         while server.abandoned_streams == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -96,8 +96,11 @@ class VLMGuardLLM(FunctionCallingLLM):
             rewrite is how the guard answers risk).
         block_message: the assistant message that answers a blocked tool-calling call.
         speculative: speculative mode for ``chat``, ``achat``, ``stream_chat`` and
-            ``astream_chat``: the LLM gets the original messages while the rewriter
-            reads them, and its answer is held until the verdict; it is released
+            ``astream_chat``: once the guard has checked the messages (every block
+            covered, every image loaded within the limits, every URL allowed), the LLM
+            gets the original messages while the rewriter model reads them (messages
+            the guard refuses reach no LLM), and its answer is held until the verdict;
+            it is released
             for a benign, unchanged request (risk none or low), else the call is
             cancelled and the guarded messages are sent (see
             :mod:`llama_index_vlmguard.speculative`).  The answer's

@@ -1,10 +1,12 @@
 """Speculative mode for :class:`~llama_index_vlmguard.VLMGuardLLM` (``speculative=True``).
 
-The wrapped LLM gets the original messages while the rewriter reads them, and its
-answer is held until the verdict (see :mod:`vlmguard_plugins.speculative`): a benign,
-unchanged request gets the original answer without waiting for the rewriter first;
-any other verdict cancels that call (its stream closed) and sends the guarded
-messages instead, exactly as the non-speculative wrapper would.
+Once the guard has checked the messages (every block covered, every image loaded and
+decoded within the limits, every URL allowed), the wrapped LLM gets the original
+messages while the rewriter model reads them, and its answer is held until the verdict
+(see :mod:`vlmguard_plugins.speculative`): a benign, unchanged request gets the
+original answer without waiting for the rewriter first; any other verdict cancels that
+call (its stream closed) and sends the guarded messages instead, exactly as the
+non-speculative wrapper would.  Messages the guard refuses reach no LLM.
 
 The functions here take the guard and the LLM as arguments, so that the wrapper's
 ``chat``, ``achat``, ``stream_chat`` and ``astream_chat`` stay one line each.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +22,14 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.llms.mock import MockLLM, MockLLMWithChatMemoryOfLastCall
 from llama_index_vlmguard import VLMGuardLLM, speculative_outcome
+from PIL import Image
 from pydantic import PrivateAttr
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.backends.base import Generation, GenerationRequest
-from vlmguard_plugins.errors import UnsupportedContentError
+from vlmguard_plugins.conversation import Conversation, GuardedConversation
+from vlmguard_plugins.errors import ImageInputError, UnsupportedContentError
+from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.testing import ScriptedBackend
 
 QUESTION = "How many of these should I take at once?"
@@ -201,19 +207,79 @@ def test_chat_and_stream_chat_are_speculative_too(png_bytes):
     assert speculative_outcome(streamed[-1]) == "hit"
 
 
-async def test_input_the_guard_cannot_check_cancels_the_call_and_raises(png_bytes):
-    vlm = KeyedLLM(hold=True)
-    gate = GatedBackend(ScriptedBackend())
-    guarded = speculative(vlm, gate)
-    audio = {"block_type": "audio", "audio": b"RIFF", "format": "wav"}
+def truncated_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(buffer, "PNG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]  # a valid header, half the pixels
 
-    answer = asyncio.ensure_future(guarded.achat(question(png_bytes, audio)))
-    await wait_for(vlm.event("first original"))
-    gate.open.set()
-    with pytest.raises(UnsupportedContentError):
-        await answer
-    await wait_for(vlm.event("closed original"))
-    assert vlm.received("guarded") == []
+
+REFUSED: dict[str, tuple[Any, ImageLimits | None, type[Exception]]] = {
+    "truncated image": (
+        lambda: ImageBlock(image=truncated_png(), image_mimetype="image/png"),
+        None,
+        ImageInputError,
+    ),
+    "image over the pixel limit": (None, ImageLimits(max_pixels=500), ImageInputError),
+    "link-local URL": (
+        lambda: ImageBlock(url="http://169.254.169.254/latest/meta-data/iam/x.png"),
+        None,
+        ImageInputError,
+    ),
+    "unsupported part": (
+        lambda: {"block_type": "audio", "audio": b"RIFF", "format": "wav"},
+        None,
+        UnsupportedContentError,
+    ),
+}
+"""Input the guard refuses: an extra block (beside a 40x30 image), the limits, the error."""
+
+
+class SlowChecks(Rewriter):
+    """A rewriter whose input checks begin once the LLM was called (or after 0.3 s).
+
+    A speculative call that did not wait for the checks would certainly come first.
+    """
+
+    def __init__(self, llm: KeyedLLM, limits: ImageLimits | None) -> None:
+        super().__init__(ScriptedBackend(), image_limits=limits)
+        self.llm = llm
+
+    async def aguard(self, conversation: Conversation, **kwargs: Any) -> GuardedConversation:
+        deadline = time.monotonic() + 0.3
+        while not self.llm.received("original") and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await super().aguard(conversation, **kwargs)
+
+
+async def _drain(stream: ChatResponseAsyncGen) -> None:
+    async for _ in stream:
+        pass
+
+
+@pytest.mark.parametrize("call", ["achat", "astream_chat", "chat", "stream_chat"])
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_input_the_guard_refuses_reaches_no_llm(case, call, png_bytes):
+    block, limits, error = REFUSED[case]
+    messages = question(png_bytes, *([block()] if block else []))
+    llm = KeyedLLM()
+    enforced = VLMGuardLLM(llm=llm, rewriter=SlowChecks(llm, limits))
+    guarded = VLMGuardLLM(llm=llm, rewriter=SlowChecks(llm, limits), speculative=True)
+
+    with pytest.raises(error) as refused:
+        await enforced.achat(messages)
+    with pytest.raises(error) as speculative_refusal:
+        if call == "achat":
+            await guarded.achat(messages)
+        elif call == "astream_chat":
+            await _drain(await guarded.astream_chat(messages))
+        elif call == "chat":
+            await asyncio.to_thread(guarded.chat, messages)
+        else:
+            await asyncio.to_thread(lambda: list(guarded.stream_chat(messages)))
+
+    assert str(speculative_refusal.value) == str(refused.value)
+    assert llm.received("original") == [] and llm.received("guarded") == []
+    assert guarded.speculation_stats.wasted_calls == 0
 
 
 # -- streaming ----------------------------------------------------------------------------
