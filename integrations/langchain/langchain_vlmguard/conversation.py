@@ -177,7 +177,7 @@ guard would not necessarily read the same one, so a block must name exactly one.
 
 
 def _sources_named(block: Mapping[str, Any]) -> list[str]:
-    keys = _IMAGE_SOURCE_KEYS
+    keys: tuple[str, ...] = _IMAGE_SOURCE_KEYS
     if "source_type" in block:  # v0 blocks: the data sits in data, url or id
         keys = (*keys, "id")  # (in v1 blocks ``id`` is the block's own id, not data)
     return [key for key in keys if block.get(key) not in (None, "")]
