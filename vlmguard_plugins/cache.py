@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 
@@ -16,14 +17,18 @@ __all__ = [
 
 
 def cache_key(text: str, images: list[PreparedImage], history: list[HistoryTurn]) -> str:
-    """A digest that changes with the text, any history turn, or any image's content."""
-    digest = hashlib.sha256()
-    for turn in history:
-        digest.update(f"{turn.role}\x00{turn.images}\x00{turn.text}\x01".encode())
-    digest.update(text.encode())
-    for image in images:
-        digest.update(b"\x02" + image.sha256.encode())
-    return digest.hexdigest()
+    """A digest that changes with the text, any history turn, or any image's content.
+
+    The fields are JSON-encoded before hashing: with separators instead, a client's
+    text holding the separator could make one conversation's key equal another's.
+    """
+    fields = {
+        "history": [[turn.role, turn.images, turn.text] for turn in history],
+        "text": text,
+        "images": [image.sha256 for image in images],
+    }
+    encoded = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
 
 
 class RewriteCache:

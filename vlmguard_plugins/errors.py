@@ -80,6 +80,15 @@ class ImageFetchError(ImageInputError):
     """An allowed remote image could not be fetched (network error, status, timeout)."""
 
 
+class InputCheckTimeoutError(ImageInputError):
+    """The request's images could not be read and checked before the rewrite's deadline.
+
+    Raised, whatever the failure policy, where the caller forwards the request's own
+    images (the gateway, the adapters, speculative calls): an image the guard has not
+    checked must not travel on under a fallback prompt.
+    """
+
+
 # --- backends -----------------------------------------------------------------------
 
 
@@ -190,6 +199,7 @@ __all__ = [
     "ImageFetchError",
     "ImageInputError",
     "ImageTooLargeError",
+    "InputCheckTimeoutError",
     "InputError",
     "InputErrorReply",
     "ModelNotFoundError",

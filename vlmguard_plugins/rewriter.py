@@ -23,6 +23,7 @@ from .errors import (
     BackendTimeoutError,
     ConfigurationError,
     ContractViolationError,
+    InputCheckTimeoutError,
     InputError,
     RewriteParseError,
     TextTooLongError,
@@ -272,11 +273,13 @@ class Rewriter:
     ) -> RewriteResult:
         usage: list[Usage] = []
         raw: list[str] = []
+        checked: list[bool] = []
         reservation = self.decode_pool.reservation()
         try:
             # One deadline for the whole rewrite: loading images, generating and parsing.
             result, key = await _within(
-                self._rewrite_steps(request, started, usage, raw, reservation), self.timeout_s
+                self._rewrite_steps(request, started, usage, raw, reservation, checked),
+                self.timeout_s,
             )
         except InputError as error:
             if raise_input_errors:
@@ -285,6 +288,12 @@ class Rewriter:
         except VLMGuardError as error:
             return self._policy_result(policy, request, error, started, usage, raw)
         except asyncio.TimeoutError:
+            if raise_input_errors and not checked:
+                # The deadline passed while the images were still being read: they were
+                # never checked, so they must not be forwarded under a fallback prompt.
+                raise InputCheckTimeoutError(
+                    f"the request's images could not be read and checked within {self.timeout_s} s"
+                ) from None
             timeout = BackendTimeoutError(f"the rewrite did not finish within {self.timeout_s} s")
             return self._policy_result(policy, request, timeout, started, usage, raw)
         finally:
@@ -300,10 +309,12 @@ class Rewriter:
         usage: list[Usage],
         raw: list[str],
         reservation: Reservation,
+        checked: list[bool],
     ) -> tuple[RewriteResult, str | None]:
         prepared = await self._prepare(request, reservation)
         # Every input check has passed (text, history, each image loaded and decoded
         # within the limits): a speculating caller may now send the original.
+        checked.append(True)
         report_inputs_checked()
         if self._tracer is not None:
             self._tracer.record_images(prepared)
