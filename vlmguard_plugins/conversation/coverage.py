@@ -136,7 +136,8 @@ class GuardPlan:
     ``conversation`` is the one to forward (unsupported parts dropped when the setting
     says so); ``target`` is the index of the user turn to rewrite, ``request`` what the
     rewriter reads.  ``target`` and ``request`` are ``None`` when the conversation has
-    no user turn and no image: there is nothing to rewrite and nothing unseen.
+    no user turn, no image and no assistant or tool text: only the application's own
+    system text, nothing to rewrite and nothing unseen.
     """
 
     conversation: Conversation
@@ -192,6 +193,10 @@ def _passes_unread(turn: Turn, part: OtherPart) -> bool:
     return turn.role == "assistant" and part.kind in ASSISTANT_STRUCTURE_KINDS
 
 
+def _carries_text(turn: Turn) -> bool:
+    return bool(turn.text.strip() or turn.others or message_fields_text(turn.raw))
+
+
 def plan(
     conversation: Conversation,
     *,
@@ -221,6 +226,14 @@ def plan(
             raise InputError(
                 "the messages carry images but no user message, so the guard has no request "
                 "to rewrite; add the user's message"
+            )
+        if any(turn.role in ("assistant", "tool") and _carries_text(turn) for turn in covered):
+            # Assistant and tool text is read as the history of a user's request; with no
+            # request there is nothing to read it with, and forwarding it would let tool
+            # output (a route for injected instructions) reach the model unseen.
+            raise InputError(
+                "the messages carry assistant or tool text but no user message, so the guard "
+                "has no request to check them with; add the user's message"
             )
         return GuardPlan(covered, None, None, dropped)
     history: list[HistoryTurn] = []
