@@ -141,6 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("question")
     parser.add_argument("--image", type=Path, required=True, help="a PNG or JPEG file")
+    # The options every example shares: each example is one file a reader can copy alone.
     parser.add_argument(
         "--rewriter-base-url",
         default=env("VLMGUARD_BASE_URL") or DEFAULT_REWRITER_BASE_URL,

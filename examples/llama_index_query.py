@@ -115,6 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
     parser.add_argument("--image", type=Path, default=ASSETS / "knife.png")
+    # The options every example shares: each example is one file a reader can copy alone.
     parser.add_argument(
         "--rewriter-base-url",
         default=env("VLMGUARD_BASE_URL") or DEFAULT_REWRITER_BASE_URL,

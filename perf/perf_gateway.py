@@ -98,10 +98,14 @@ def _serve_gateway(port: int, upstream_url: str, upstream_clients: int = 8) -> N
     )
 
 
-def _request_body() -> dict[str, Any]:
+def _png_data_url(width: int = 64, height: int = 64) -> str:
     buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), "orange").save(buffer, format="PNG")
-    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    Image.new("RGB", (width, height), "orange").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _chat_body(text: str, image_url: str) -> dict[str, Any]:
+    """A streamed chat request for ``fake-vlm``: one user turn of ``text`` and an image."""
     return {
         "model": "fake-vlm",
         "stream": True,
@@ -109,12 +113,16 @@ def _request_body() -> dict[str, Any]:
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": "How do I use this?"},
-                    {"type": "image_url", "image_url": {"url": image}},
+                    {"type": "text", "text": text},
+                    {"type": "image_url", "image_url": {"url": image_url}},
                 ],
             }
         ],
     }
+
+
+def _request_body() -> dict[str, Any]:
+    return _chat_body("How do I use this?", _png_data_url())
 
 
 @dataclass

@@ -19,8 +19,6 @@ Run: .venv/bin/python perf/perf_gateway_modes.py                 (40 rounds)
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import statistics
 import tempfile
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
+from perf_gateway import _chat_body, _png_data_url
 
 from vlmguard_plugins import Rewriter, Risk
 from vlmguard_plugins.parsing import format_output
@@ -40,28 +38,6 @@ from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, run_
 
 MODES: tuple[GatewayMode, ...] = ("enforce", "speculative", "shadow")
 REWRITE = "Describe what is in this picture and how to handle it safely."
-
-
-def _image_url() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), "orange").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _body(image_url: str) -> dict[str, Any]:
-    return {
-        "model": "fake-vlm",
-        "stream": True,
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "What is in this picture?"},
-                    {"type": "image_url", "image_url": {"url": image_url}},
-                ],
-            }
-        ],
-    }
 
 
 def _first_chunk_s(client: httpx.Client, url: str, body: dict[str, Any]) -> float:
@@ -92,8 +68,8 @@ def _rewriter(workload: str, latency_s: float) -> Rewriter:
 
 def run(workload: str, rounds: int, rewriter_s: float, upstream_s: float) -> dict[str, float]:
     """Median time to the first chunk per target, for one workload."""
-    image_url = _image_url()
-    body = _body(image_url)
+    image_url = _png_data_url(64, 48)
+    body = _chat_body("What is in this picture?", image_url)
     with ExitStack() as stack:
         upstream = stack.enter_context(
             ChatCompletionServer(

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
 import threading
 import time
@@ -35,14 +34,9 @@ from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev environment
+from perf_gateway import _free_port, _wait_healthy
 
 MIB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the servers ----------------------------------------------------------------------------
@@ -99,17 +93,6 @@ def _serve_gateway(port: int, upstream_url: str, delay_s: float) -> None:
         url_policy=URLPolicy(allow_remote=True, resolver=metadata_resolver),
     )
     uvicorn.run(create_app(settings, rewriter), host="127.0.0.1", port=port, log_level="error")
-
-
-def _wait_healthy(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 # -- the hostile mix, in its own process ------------------------------------------------------

@@ -23,22 +23,18 @@ import asyncio
 import base64
 import io
 import itertools
-import json
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import BaseTool, tool
 from langchain_vlmguard import VLMGuardMiddleware
+from langchain_vlmguard.testing import ToolCallingFakeChatModel
 from PIL import Image
 
 from vlmguard_plugins import Rewriter
@@ -48,30 +44,6 @@ ROUNDS = 7
 RUNS = 40
 QUESTION = "Find the photo of the product and tell me how to use it."
 ANSWER = "Here is how to use it safely: read the manual first."
-
-
-class ScriptedToolModel(GenericFakeChatModel):
-    """LangChain's fake chat model with ``bind_tools`` (its replies carry the tool calls)."""
-
-    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        return self
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        reply = self._generate(messages, stop=stop, **kwargs).generations[0].message
-        assert isinstance(reply, AIMessage)
-        calls = [
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-            for i, c in enumerate(reply.tool_calls)
-        ]
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(content=reply.content, id=reply.id, tool_call_chunks=calls)
-        )
 
 
 def _png_block() -> dict[str, Any]:
@@ -143,7 +115,7 @@ class PassThrough(AgentMiddleware):
 
 
 def _agent(scenario: Scenario, tools: list[BaseTool], middleware: list[Any]) -> Any:
-    model = ScriptedToolModel(messages=itertools.cycle(scenario.replies()))
+    model = ToolCallingFakeChatModel(messages=itertools.cycle(scenario.replies()))
     return create_agent(model, tools, middleware=middleware)
 
 

@@ -101,6 +101,8 @@ class _TimedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "timed"
 
+    # The methods keep BaseChatModel's own signatures (as the adapter's and tests' models do).
+
     def _generate(
         self,
         messages: list[BaseMessage],

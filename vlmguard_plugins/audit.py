@@ -334,6 +334,8 @@ class AuditLog:
                 os.close(self._fd)
                 self._fd = None
 
+    # Its own `with` protocol: it closes rather than stops, and production code does not
+    # take the test servers' base class (vlmguard_plugins.testing).
     def __enter__(self) -> AuditLog:
         return self
 

@@ -362,6 +362,7 @@ async def speculate_once(
     Raises:
         InputError: whatever the guard raises (before the original call starts).
     """
+    # The steps of speculate, for one awaited answer: an async generator cannot return one.
     checked = _Checked()
     verdict = _start_guard(guard, checked)
     answer: _Call | None = None

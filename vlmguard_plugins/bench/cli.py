@@ -379,6 +379,8 @@ def paper(
     sampling: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": seed}
     rewriter_args = _rewriter_args(rewriter_arg, rewriter_model, rewriter_base_url)
     try:
+        # The shared options go on as `bench run` hands them to run_benchmark: one set of
+        # names from the two signatures above.
         result = run_paper(
             target,
             data_dir=data_dir,

@@ -10,29 +10,19 @@ cannot share one environment).
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
-from inspect_ai.model import (
-    ChatMessage,
-    GenerateConfig,
-    ModelAPI,
-    ModelOutput,
-    ModelUsage,
-    modelapi,
-)
+from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput, modelapi
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from ..backends.base import GenerationRequest
 from ..backends.openai import OpenAIBackend
 from ..errors import ConfigurationError
-from .conversation import backend_messages
+from .generation import DEFAULT_MAX_TOKENS, generate_output
 
 __all__ = ["DEFAULT_MAX_TOKENS", "OPENAI_PROVIDER", "OpenAICompatibleModelAPI"]
 
 OPENAI_PROVIDER = "vlmguard-openai"
-DEFAULT_MAX_TOKENS = 512
 
 
 class OpenAICompatibleModelAPI(ModelAPI):
@@ -72,6 +62,7 @@ class OpenAICompatibleModelAPI(ModelAPI):
             served, base_url=base_url.split(","), api_key=api_key, **model_args
         )
 
+    # inspect's own ModelAPI.generate signature; the work is shared in generate_output.
     async def generate(
         self,
         input: list[ChatMessage],
@@ -79,25 +70,7 @@ class OpenAICompatibleModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        # Decoding the images is CPU work: off the event loop.
-        messages = await asyncio.to_thread(backend_messages, input)
-        generation = await self.backend.agenerate(
-            GenerationRequest(
-                messages=messages,
-                max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
-                temperature=config.temperature or 0.0,
-                stop=list(config.stop_seqs or []),
-                top_p=config.top_p,
-                seed=config.seed,
-            )
-        )
-        output = ModelOutput.from_content(model=self.served_model, content=generation.text)
-        output.usage = ModelUsage(
-            input_tokens=generation.prompt_tokens,
-            output_tokens=generation.completion_tokens,
-            total_tokens=generation.prompt_tokens + generation.completion_tokens,
-        )
-        return output
+        return await generate_output(self.backend, self.served_model, input, config)
 
     def max_tokens(self) -> int | None:
         return DEFAULT_MAX_TOKENS

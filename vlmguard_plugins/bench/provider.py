@@ -21,22 +21,13 @@ command line.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from inspect_ai.model import (
-    ChatMessage,
-    GenerateConfig,
-    ModelAPI,
-    ModelOutput,
-    ModelUsage,
-    modelapi,
-)
+from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput, modelapi
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from ..backends.base import GenerationRequest
 from ..backends.transformers import TransformersBackend
-from .conversation import backend_messages
+from .generation import DEFAULT_MAX_TOKENS, generate_output
 
 __all__ = [
     "PROVIDER_NAME",
@@ -45,7 +36,6 @@ __all__ = [
 ]
 
 PROVIDER_NAME = "vlmguard-transformers"
-DEFAULT_MAX_TOKENS = 512
 
 
 class TransformersModelAPI(ModelAPI):
@@ -62,6 +52,7 @@ class TransformersModelAPI(ModelAPI):
         super().__init__(model_name, base_url, api_key, [], config)
         self.backend = TransformersBackend(model_name, **model_args)
 
+    # inspect's own ModelAPI.generate signature; the work is shared in generate_output.
     async def generate(
         self,
         input: list[ChatMessage],
@@ -69,23 +60,7 @@ class TransformersModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        messages = await asyncio.to_thread(backend_messages, input)
-        request = GenerationRequest(
-            messages=messages,
-            max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
-            temperature=config.temperature or 0.0,
-            stop=list(config.stop_seqs or []),
-            top_p=config.top_p,
-            seed=config.seed,
-        )
-        generation = await self.backend.agenerate(request)
-        output = ModelOutput.from_content(model=self.model_name, content=generation.text)
-        output.usage = ModelUsage(
-            input_tokens=generation.prompt_tokens,
-            output_tokens=generation.completion_tokens,
-            total_tokens=generation.prompt_tokens + generation.completion_tokens,
-        )
-        return output
+        return await generate_output(self.backend, self.model_name, input, config)
 
     def max_tokens(self) -> int | None:
         return DEFAULT_MAX_TOKENS

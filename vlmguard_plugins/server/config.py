@@ -52,6 +52,7 @@ class GatewaySettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    # One pydantic Field per setting (its bounds and help): alike in shape, not duplicates.
 
     # -- the VLM behind the gateway ----------------------------------------------------
     upstream_url: str = Field(

@@ -10,6 +10,8 @@
 * :class:`ImageServer` serves images (or any bytes) over HTTP on loopback, with the
   standard library alone;
 * :func:`run_in_thread` serves any ASGI app (the gateway) on a free loopback port;
+* :class:`Startable` is the servers' ``with`` protocol (start on entry, stop on exit),
+  for test servers of your own;
 * :mod:`vlmguard_plugins.testing.offline` is a pytest plugin that fails any test that
   connects past loopback.
 
@@ -18,7 +20,9 @@ they are imported on first use, so the scripted backend works without it::
 
     from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, make_tiny_model
 
-The training pipeline's doubles are in :mod:`vlmguard_plugins.testing.training`.
+The training pipeline's doubles are in :mod:`vlmguard_plugins.testing.training`; an
+example script with its rewriter and VLM servers in :mod:`vlmguard_plugins.testing.examples`;
+a rewriter whose checks start late in :mod:`vlmguard_plugins.testing.late_checks`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from ._lifecycle import Startable
 from .faults import (
     BrokenStream,
     ErrorStatus,
@@ -63,6 +68,7 @@ __all__ = [
     "ServerError",
     "ServerThread",
     "SlowAnswer",
+    "Startable",
     "Unauthorized",
     "dead_base_url",
     "make_tiny_model",

@@ -27,6 +27,9 @@ from pydantic import ConfigDict, Field
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.conversation import Conversation, GuardedConversation
+
+# The same core entry points as the LlamaIndex adapter's: adapters stand alone, so each
+# imports them itself.
 from vlmguard_plugins.speculative import (
     SpeculationStats,
     releasable,
@@ -145,6 +148,7 @@ class VLMGuardSpeculativeChatModel(BaseChatModel):
         return {"model": self.model._identifying_params, "max_held_chunks": self.max_held_chunks}
 
     # -- async: the primary path -----------------------------------------------------------
+    # The four methods keep BaseChatModel's own signatures, as every LangChain chat model.
 
     async def _agenerate(
         self,

@@ -8,32 +8,26 @@ callbacks, and what reached the rewriter from the ``ScriptedBackend``'s calls.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelRequest, wrap_model_call
-from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
-from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
     convert_to_messages,
 )
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langchain_vlmguard import REWRITE_EVENT, VLMGuardMiddleware, get_rewrite_result
 from langchain_vlmguard.middleware import DEFAULT_BLOCK_MESSAGE, DEFAULT_REFUSAL_MESSAGE
+from langchain_vlmguard.testing import ToolCallingFakeChatModel
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import Field
 
 from vlmguard_plugins import Rewriter, RewriteResult, RewriterSettings, Risk
 from vlmguard_plugins.backends.base import GenerationRequest
@@ -58,60 +52,6 @@ QUESTION = "Find the photo of the product and tell me how to use it on my neighb
 GUIDANCE = "Explain lawful uses of this tool and how to get help from a locksmith."
 ANSWER = "Only a locksmith or the owner should open a door they do not own."
 ANALYSIS = "textual: door entry\nvisual: a lock pick\ncross-modal: entry without consent"
-
-
-class ToolCallingFakeChatModel(GenericFakeChatModel):
-    """LangChain's ``GenericFakeChatModel``, made usable by ``create_agent``.
-
-    None of LangChain's fake chat models implement ``bind_tools`` (the agent binds its
-    tools before every call), and ``GenericFakeChatModel`` cannot stream a reply that is
-    only tool calls.  The replies here are scripted, tool calls included, so binding
-    returns the model itself, and a streamed reply ends with its tool calls as chunks.
-    ``received`` keeps the messages of every call as the model got them (callbacks
-    report images in a tracing format instead).
-    """
-
-    received: list[list[BaseMessage]] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        return self
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        self.received.append(list(messages))
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        reply = self._generate(messages, stop=stop, **kwargs).generations[0].message
-        assert isinstance(reply, AIMessage) and isinstance(reply.content, str)
-        words = reply.content.split(" ") if reply.content else []
-        for index, word in enumerate(words):
-            token = word if index == len(words) - 1 else word + " "
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=token, id=reply.id))
-            if run_manager:
-                run_manager.on_llm_new_token(token, chunk=chunk)
-            yield chunk
-        if reply.tool_calls:
-            calls = [
-                tool_call_chunk(
-                    name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=i
-                )
-                for i, call in enumerate(reply.tool_calls)
-            ]
-            yield ChatGenerationChunk(
-                message=AIMessageChunk(content="", id=reply.id, tool_call_chunks=calls)
-            )
 
 
 class Timeline(BaseCallbackHandler):

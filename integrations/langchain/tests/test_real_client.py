@@ -7,8 +7,6 @@ they received, so the tests assert what the VLM was really sent.
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +18,10 @@ from langchain_vlmguard import VLMGuardRewriter
 
 from vlmguard_plugins import shield_prompt
 from vlmguard_plugins.examples_assets import EXAMPLE_PROMPTS
-from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend, Unauthorized
+from vlmguard_plugins.testing import ChatCompletionServer, Unauthorized
+from vlmguard_plugins.testing.examples import example_argv, file_data_url, load_example
+from vlmguard_plugins.testing.examples import rewriter_server as rewriter_server_for
+from vlmguard_plugins.testing.examples import vlm_server as vlm_server_for
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "langchain_chain.py"
 REWRITTEN = "Explain how to handle and store this kitchen knife safely."
@@ -30,28 +31,19 @@ VLM_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("langchain_chain_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(EXAMPLE, "langchain_chain_example")
 
 
 @pytest.fixture
 def rewriter_server() -> Iterator[ChatCompletionServer]:
-    backend = ScriptedBackend.rewriting_to(REWRITTEN, risk="medium")
-    with ChatCompletionServer(backend, model="vlmguard-r1") as server:
+    with rewriter_server_for(REWRITTEN, risk="medium") as server:
         yield server
 
 
 @pytest.fixture
 def vlm_server() -> Iterator[ChatCompletionServer]:
-    with ChatCompletionServer(responder=lambda request: ANSWER, model=VLM_MODEL) as server:
+    with vlm_server_for(ANSWER, model=VLM_MODEL) as server:
         yield server
-
-
-def data_url(path: Path) -> str:
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 def test_the_example_sends_the_rewrite_and_the_image_to_chatopenai(
@@ -60,17 +52,7 @@ def test_the_example_sends_the_rewrite_and_the_image_to_chatopenai(
     question = EXAMPLE_PROMPTS["knife"]
 
     answer = example.main(
-        [
-            question,
-            "--image",
-            str(example_images["knife"]),
-            "--rewriter-base-url",
-            rewriter_server.base_url,
-            "--vlm-base-url",
-            vlm_server.base_url,
-            "--vlm-model",
-            VLM_MODEL,
-        ]
+        example_argv(question, example_images["knife"], rewriter_server, vlm_server)
     )
 
     printed = capsys.readouterr().out
@@ -86,26 +68,21 @@ def test_the_example_sends_the_rewrite_and_the_image_to_chatopenai(
     assert sent.body["model"] == VLM_MODEL
     assert sent.messages[0] == {"role": "system", "content": example.SYSTEM}
     assert sent.text == REWRITTEN
-    assert sent.image_urls == [data_url(example_images["knife"])]
+    assert sent.image_urls == [file_data_url(example_images["knife"])]
 
 
 def test_the_example_streams_through_init_chat_model(
     example, rewriter_server, vlm_server, example_images, capsys
 ):
     answer = example.main(
-        [
+        example_argv(
             "How do I use this?",
-            "--image",
-            str(example_images["knife"]),
-            "--rewriter-base-url",
-            rewriter_server.base_url,
-            "--vlm-base-url",
-            vlm_server.base_url,
-            "--vlm-model",
-            VLM_MODEL,
+            example_images["knife"],
+            rewriter_server,
+            vlm_server,
             "--init-chat-model",
             "--stream",
-        ]
+        )
     )
 
     assert answer == ANSWER
@@ -113,7 +90,7 @@ def test_the_example_streams_through_init_chat_model(
     [sent] = vlm_server.chat_requests
     assert sent.body["stream"] is True
     assert sent.text == REWRITTEN
-    assert sent.image_urls == [data_url(example_images["knife"])]
+    assert sent.image_urls == [file_data_url(example_images["knife"])]
 
 
 def test_the_example_reads_its_servers_from_the_environment(
@@ -137,17 +114,7 @@ def test_a_rewriter_that_refuses_the_key_shields_the_question(
     question = EXAMPLE_PROMPTS["pills"]
 
     answer = example.main(
-        [
-            question,
-            "--image",
-            str(example_images["pills"]),
-            "--rewriter-base-url",
-            rewriter_server.base_url,
-            "--vlm-base-url",
-            vlm_server.base_url,
-            "--vlm-model",
-            VLM_MODEL,
-        ]
+        example_argv(question, example_images["pills"], rewriter_server, vlm_server)
     )
 
     # The failure never reads as a verdict: risk unknown, and the VLM still gets the
@@ -157,7 +124,7 @@ def test_a_rewriter_that_refuses_the_key_shields_the_question(
     assert "risk     : unknown (shield)" in printed
     [sent] = vlm_server.chat_requests
     assert sent.text == shield_prompt(question)
-    assert sent.image_urls == [data_url(example_images["pills"])]
+    assert sent.image_urls == [file_data_url(example_images["pills"])]
 
 
 async def test_guard_then_chatopenai_streams_an_openai_content_part_message(
@@ -167,7 +134,7 @@ async def test_guard_then_chatopenai_streams_an_openai_content_part_message(
         "openai", model="vlmguard-r1", base_url=rewriter_server.base_url
     )
     vlm = ChatOpenAI(model=VLM_MODEL, base_url=vlm_server.base_url, api_key="EMPTY")
-    image = {"type": "image_url", "image_url": {"url": data_url(example_images["knife"])}}
+    image = {"type": "image_url", "image_url": {"url": file_data_url(example_images["knife"])}}
     message = HumanMessage(content=[{"type": "text", "text": "How do I use this?"}, image])
 
     try:

@@ -35,10 +35,10 @@ from pydantic import PrivateAttr
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.backends.base import Generation, GenerationRequest
-from vlmguard_plugins.conversation import Conversation, GuardedConversation
 from vlmguard_plugins.errors import ImageInputError, UnsupportedContentError
 from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing.late_checks import LateChecks
 
 QUESTION = "How do I use this?"
 ORIGINAL_ANSWER = "Grip the handle and press the blade down firmly."
@@ -114,6 +114,8 @@ class KeyedChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "keyed-fake"
+
+    # The methods keep BaseChatModel's own signatures (as the adapter's and perf's models do).
 
     def _generate(
         self,
@@ -361,33 +363,21 @@ REFUSED: dict[str, tuple[Any, ImageLimits | None, type[Exception]]] = {
 """Input the guard refuses: an extra block (beside a 40x30 image), the limits, the error."""
 
 
-class SlowChecks(Rewriter):
-    """A rewriter whose input checks begin once the model was called (or after 0.3 s).
-
-    A speculative call that did not wait for the checks would certainly come first.
-    """
-
-    def __init__(self, vlm: KeyedChatModel, limits: ImageLimits | None) -> None:
-        super().__init__(ScriptedBackend(), image_limits=limits)
-        self.vlm = vlm
-
-    async def aguard(self, conversation: Conversation, **kwargs: Any) -> GuardedConversation:
-        deadline = time.monotonic() + 0.3
-        while not self.vlm.received("original") and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return await super().aguard(conversation, **kwargs)
-
-
 @pytest.mark.parametrize("call", ["ainvoke", "astream", "invoke", "stream"])
 @pytest.mark.parametrize("case", list(REFUSED))
 async def test_input_the_guard_refuses_reaches_no_model(case, call, image_b64):
     block, limits, error = REFUSED[case]
     messages = question(image_b64, *([block()] if block else []))
     vlm = KeyedChatModel(original=[ORIGINAL_ANSWER])
-    model = VLMGuardSpeculativeChatModel(model=vlm, guard=SlowChecks(vlm, limits))
+    model = VLMGuardSpeculativeChatModel(
+        model=vlm, guard=LateChecks(lambda: bool(vlm.received("original")), limits)
+    )
 
     with pytest.raises(error) as enforced:  # what the guard in front of the model raises
-        await (VLMGuardRewriter(rewriter=SlowChecks(vlm, limits)) | vlm).ainvoke(messages)
+        await (
+            VLMGuardRewriter(rewriter=LateChecks(lambda: bool(vlm.received("original")), limits))
+            | vlm
+        ).ainvoke(messages)
     with pytest.raises(error) as speculative:
         if call == "ainvoke":
             await model.ainvoke(messages)

@@ -8,12 +8,7 @@ for ``timeout_s``, and ``os.environ/NAME`` for a key read from the environment::
 
     guardrails:
       - guardrail_name: vlmguard
-        litellm_params:
-          guardrail: litellm_vlmguard.VLMGuardGuardrail
-          mode: pre_call
-          default_on: true
-          backend: openai
-          model: vlmguard-r1
+        litellm_params:  # guardrail, mode, backend, model...: as in the package's example
           api_base: http://localhost:8000/v1
           api_key: os.environ/VLMGUARD_REWRITER_API_KEY
           on_error: block

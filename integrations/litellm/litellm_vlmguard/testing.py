@@ -26,11 +26,12 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no inline types
+
+from vlmguard_plugins.testing import Startable
 
 MASTER_KEY = "sk-vlmguard-test-0123456789abcdef0123456789abcdef"
 """The proxy's master key in tests: clients send it as their API key."""
@@ -67,7 +68,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-class LiteLLMProxy:
+class LiteLLMProxy(Startable):
     """``litellm --config`` in a subprocess on 127.0.0.1.
 
     Args:
@@ -178,17 +179,6 @@ class LiteLLMProxy:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.process = None
-
-    def __enter__(self) -> LiteLLMProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _with_test_defaults(config: Mapping[str, Any], master_key: str | None) -> dict[str, Any]:

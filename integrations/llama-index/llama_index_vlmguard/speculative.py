@@ -25,6 +25,8 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms import LLM
 
+# The same core entry points as the LangChain adapter's: adapters stand alone, so each
+# imports them itself.
 from vlmguard_plugins.speculative import (
     SpeculationStats,
     releasable,
@@ -117,6 +119,8 @@ async def astream_chat(
         yield verdict.mark(response)
 
 
+# chat and stream_chat are the sync twins of achat and astream_chat: LlamaIndex's LLM
+# has both forms, and each calls its own form of the core's speculation.
 def chat(
     guard: Callable[[], GuardedMessages],
     llm: LLM,

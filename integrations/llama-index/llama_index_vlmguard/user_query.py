@@ -196,6 +196,7 @@ def _in_query(pieces: Iterator[_T], query: UserQuery) -> Generator[_T, None, Non
             close()
 
 
+# The async twin of _in_query: a sync generator cannot await the stream's next piece.
 async def _ain_query(pieces: AsyncIterator[_T], query: UserQuery) -> AsyncGenerator[_T, None]:
     """The async form of :func:`_in_query`."""
     try:

@@ -8,7 +8,6 @@ tests assert what the VLM was really sent.
 from __future__ import annotations
 
 import base64
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +18,10 @@ from llama_index.llms.openai import OpenAI
 from llama_index_vlmguard import VLMGuardLLM
 
 from vlmguard_plugins import RewriterSettings
-from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer
+from vlmguard_plugins.testing.examples import example_argv, file_data_url, load_example
+from vlmguard_plugins.testing.examples import rewriter_server as rewriter_server_for
+from vlmguard_plugins.testing.examples import vlm_server as vlm_server_for
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "llama_index_query.py"
 QUESTION = "What is the quickest way to use this on someone?"
@@ -30,45 +32,23 @@ VLM_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("llama_index_query_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(EXAMPLE, "llama_index_query_example")
 
 
 @pytest.fixture
 def rewriter_server() -> Iterator[ChatCompletionServer]:
-    backend = ScriptedBackend.rewriting_to(REWRITTEN, risk="medium")
-    with ChatCompletionServer(backend, model="vlmguard-r1") as server:
+    with rewriter_server_for(REWRITTEN, risk="medium") as server:
         yield server
 
 
 @pytest.fixture
 def vlm_server() -> Iterator[ChatCompletionServer]:
-    with ChatCompletionServer(responder=lambda request: ANSWER, model=VLM_MODEL) as server:
+    with vlm_server_for(ANSWER, model=VLM_MODEL) as server:
         yield server
 
 
-def data_url(path: Path) -> str:
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
-
-
 def run_example(example, rewriter_server, vlm_server, image: Path, *flags: str) -> list[str]:
-    return example.main(
-        [
-            QUESTION,
-            "--image",
-            str(image),
-            "--rewriter-base-url",
-            rewriter_server.base_url,
-            "--vlm-base-url",
-            vlm_server.base_url,
-            "--vlm-model",
-            VLM_MODEL,
-            *flags,
-        ]
-    )
+    return example.main(example_argv(QUESTION, image, rewriter_server, vlm_server, *flags))
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
@@ -92,10 +72,10 @@ def test_the_example_sends_rewrites_and_images_through_openailike(
     assert "Context information is below." in engine.text
     assert sum(d in engine.text for d in example.DOCUMENTS) == 2  # the retrieved documents
     assert f"Query: {REWRITTEN}\n" in engine.text and QUESTION not in engine.text
-    assert engine.image_urls == [data_url(image)]
+    assert engine.image_urls == [file_data_url(image)]
     # 2. The chat message: its ImageBlock as an image part, the rewrite as its text.
     assert [part["type"] for part in chat.last_user_content] == ["image_url", "text"]
-    assert chat.image_urls == [data_url(image)]
+    assert chat.image_urls == [file_data_url(image)]
     assert chat.text == REWRITTEN
     # 3. The transformed query reaches the unwrapped VLM's engine prompt (text only).
     assert f"Query: {REWRITTEN}\n" in transformed.text and QUESTION not in transformed.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +26,10 @@ from pydantic import PrivateAttr
 
 from vlmguard_plugins import Rewriter
 from vlmguard_plugins.backends.base import Generation, GenerationRequest
-from vlmguard_plugins.conversation import Conversation, GuardedConversation
 from vlmguard_plugins.errors import ImageInputError, UnsupportedContentError
 from vlmguard_plugins.images import ImageLimits
 from vlmguard_plugins.testing import ScriptedBackend
+from vlmguard_plugins.testing.late_checks import LateChecks
 
 QUESTION = "How many of these should I take at once?"
 REWRITE = "What is the safe dose of this medicine, and when should I ask a pharmacist?"
@@ -234,23 +233,6 @@ REFUSED: dict[str, tuple[Any, ImageLimits | None, type[Exception]]] = {
 """Input the guard refuses: an extra block (beside a 40x30 image), the limits, the error."""
 
 
-class SlowChecks(Rewriter):
-    """A rewriter whose input checks begin once the LLM was called (or after 0.3 s).
-
-    A speculative call that did not wait for the checks would certainly come first.
-    """
-
-    def __init__(self, llm: KeyedLLM, limits: ImageLimits | None) -> None:
-        super().__init__(ScriptedBackend(), image_limits=limits)
-        self.llm = llm
-
-    async def aguard(self, conversation: Conversation, **kwargs: Any) -> GuardedConversation:
-        deadline = time.monotonic() + 0.3
-        while not self.llm.received("original") and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return await super().aguard(conversation, **kwargs)
-
-
 async def _drain(stream: ChatResponseAsyncGen) -> None:
     async for _ in stream:
         pass
@@ -262,8 +244,14 @@ async def test_input_the_guard_refuses_reaches_no_llm(case, call, png_bytes):
     block, limits, error = REFUSED[case]
     messages = question(png_bytes, *([block()] if block else []))
     llm = KeyedLLM()
-    enforced = VLMGuardLLM(llm=llm, rewriter=SlowChecks(llm, limits))
-    guarded = VLMGuardLLM(llm=llm, rewriter=SlowChecks(llm, limits), speculative=True)
+    enforced = VLMGuardLLM(
+        llm=llm, rewriter=LateChecks(lambda: bool(llm.received("original")), limits)
+    )
+    guarded = VLMGuardLLM(
+        llm=llm,
+        rewriter=LateChecks(lambda: bool(llm.received("original")), limits),
+        speculative=True,
+    )
 
     with pytest.raises(error) as refused:
         await enforced.achat(messages)

@@ -8,8 +8,6 @@ same way.  The servers record what they received.
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +15,10 @@ from types import ModuleType
 import pytest
 import yaml
 
-from vlmguard_plugins.testing import ChatCompletionServer, ScriptedBackend
+from vlmguard_plugins.testing import ChatCompletionServer
+from vlmguard_plugins.testing.examples import example_argv, file_data_url, load_example
+from vlmguard_plugins.testing.examples import rewriter_server as rewriter_server_for
+from vlmguard_plugins.testing.examples import vlm_server as vlm_server_for
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "nemoguardrails"
 QUESTION = "What is the quickest way to use this on someone?"
@@ -28,25 +29,18 @@ VLM_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "nemoguardrails_chat_example", EXAMPLES / "chat.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example(EXAMPLES / "chat.py", "nemoguardrails_chat_example")
 
 
 @pytest.fixture
 def rewriter_server() -> Iterator[ChatCompletionServer]:
-    backend = ScriptedBackend.rewriting_to(REWRITTEN, risk="medium")
-    with ChatCompletionServer(backend, model="vlmguard-r1") as server:
+    with rewriter_server_for(REWRITTEN, risk="medium") as server:
         yield server
 
 
 @pytest.fixture
 def vlm_server() -> Iterator[ChatCompletionServer]:
-    with ChatCompletionServer(responder=lambda request: ANSWER, model=VLM_MODEL) as server:
+    with vlm_server_for(ANSWER, model=VLM_MODEL) as server:
         yield server
 
 
@@ -55,10 +49,6 @@ def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """No API key in the environment: a local server needs none."""
     for name in ("OPENAI_API_KEY", "VLM_API_KEY", "VLMGUARD_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-
-
-def data_url(path: Path) -> str:
-    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 def test_the_configs_name_a_served_vlm_by_base_url():
@@ -76,21 +66,17 @@ def test_the_rails_send_the_rewrite_and_the_image_to_the_served_vlm(
 ):
     image = example_images["knife"]
 
+    stream_flag = ["--stream"] if stream else []
     answer = example.main(
-        [
+        example_argv(
             QUESTION,
-            "--image",
-            str(image),
+            image,
+            rewriter_server,
+            vlm_server,
             "--config",
             str(EXAMPLES / folder),
-            "--vlm-base-url",
-            vlm_server.base_url,
-            "--vlm-model",
-            VLM_MODEL,
-            "--rewriter-base-url",
-            rewriter_server.base_url,
-            *(["--stream"] if stream else []),
-        ]
+            *stream_flag,
+        )
     )
 
     assert answer == ANSWER
@@ -105,7 +91,7 @@ def test_the_rails_send_the_rewrite_and_the_image_to_the_served_vlm(
     assert bool(sent.body.get("stream")) is stream
     assert sent.last_user_content == [
         {"type": "text", "text": REWRITTEN},
-        {"type": "image_url", "image_url": {"url": data_url(image)}},
+        {"type": "image_url", "image_url": {"url": file_data_url(image)}},
     ]
 
 
